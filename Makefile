@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make book   -> creates .venv if missing, installs, builds the executed book (chapters/_build/html)
+#   make test   -> creates .venv if missing, installs, runs unit tests and every notebook under nbval
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Real Omniglot: use ../shared/data/omniglot when it sits beside the checkout and nothing else is set.
+ifeq ($(origin METALEARN_DATA), undefined)
+ifneq ($(wildcard ../shared/data/omniglot/omniglot-py),)
+export METALEARN_DATA := $(abspath ../shared/data/omniglot)
+endif
+endif
+
+.PHONY: book test install sync-notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements.txt
+	# learn2learn 0.2.0: re-cythonize so it compiles on Python >= 3.11; skip qpth/gsutil.
+	$(PY) -m pip install -q --no-deps --use-pep517 -C--build-option=build_ext learn2learn==0.2.0
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build chapters --config book.yml --toc chapters/_toc.yml
+	@echo "Book: chapters/_build/html/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+sync-notebooks: $(STAMP)
+	$(PY) -m metalearn_lib.tools.sync_notebooks
+
+clean:
+	rm -rf chapters/_build

@@ -1,0 +1,3 @@
+from metalearn_lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The one small interface every algorithm implements, and helpers they share.
+
+An algorithm is an ``nn.Module`` with two methods:
+
+- ``train_step(batch)``: given a meta-batch of episodes (leading task dimension), compute the
+  meta-training signal and leave it in the parameters' ``.grad`` (for most algorithms by
+  ``loss.backward()``; Reptile writes ``theta - theta'`` there). Returns floats to log.
+- ``predict(x_support, y_support, x_query, ways)``: logits ``[n_query, ways]`` for one episode,
+  after whatever per-task adaptation the algorithm does.
+
+The trainer (:mod:`metalearn_lib.training`) zeroes gradients, calls ``train_step`` and steps the
+optimizer; the evaluator (:mod:`metalearn_lib.evaluation`) calls ``predict``. Nothing else is shared,
+so one training loop and one evaluation routine serve every algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalearn_lib.episodes import Episode
+
+
+class FewShotAlgorithm(nn.Module):
+    """Base class. Subclasses set ``name``, store their constructor arguments with ``save_config``."""
+
+    name: ClassVar[str] = "base"
+    #: Does ``predict`` need autograd (MAML-style adaptation) at test time?
+    test_needs_grad: ClassVar[bool] = False
+    #: Does the algorithm learn anything? (pixel nearest neighbour does not)
+    trainable: ClassVar[bool] = True
+    #: Settings the command line uses unless told otherwise (train_ways, train_shots, queries, lr, ...).
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def save_config(self, **config: Any) -> None:
+        """Record the constructor arguments so a checkpoint can rebuild the algorithm."""
+        self._config = dict(config)
+
+    def config(self) -> dict[str, Any]:
+        return dict(getattr(self, "_config", {}))
+
+    def train_step(self, batch: Episode) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} does not train")
+
+    def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
+        raise NotImplementedError
+
+    def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """The outer-loop optimizer (Adam unless an algorithm says otherwise)."""
+        return torch.optim.Adam(self.parameters(), lr=lr)
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    """Fraction of correct predictions (0..1)."""
+    return (logits.argmax(dim=-1) == labels).float().mean().item()
+
+
+class EpisodicLossMixin:
+    """``train_step`` for algorithms trained by a per-episode loss on the query set.
+
+    The subclass provides ``episode_logits(episode) -> logits``; the loss is the cross-entropy of the
+    query predictions, averaged over the tasks of the meta-batch.
+    """
+
+    def episode_logits(self, episode: Episode) -> Tensor:
+        raise NotImplementedError
+
+    def train_step(self, batch: Episode) -> dict[str, float]:
+        tasks = batch.tasks()
+        losses, accs = [], []
+        for task in tasks:
+            logits = self.episode_logits(task)
+            losses.append(F.cross_entropy(logits, task.y_query))
+            accs.append(accuracy(logits, task.y_query))
+        loss = torch.stack(losses).mean()
+        loss.backward()
+        return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}

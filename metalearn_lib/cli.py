@@ -1,0 +1,238 @@
+"""Command line: ``python -m metalearn_lib train|evaluate ...``.
+
+The last line printed is always one JSON object (configuration, ``results``, and ``train`` when
+training happened), so scripts and notebooks can read the figures. Bad arguments and impossible
+requests give a one-line error on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from metalearn_lib.algorithms import ALGORITHMS, build_algorithm
+from metalearn_lib.algorithms.base import FewShotAlgorithm
+from metalearn_lib.data import DataNotFoundError, lake_runs, omniglot
+from metalearn_lib.data.omniglot import SPLITS
+from metalearn_lib.episodes import EpisodeSampler, check_episode_request
+from metalearn_lib.evaluation import DEFAULT_TEST_QUERIES, EvalResult, evaluate, evaluate_lake_runs, parse_setting
+from metalearn_lib.training import SCHEDULES, TrainConfig, load_checkpoint, train
+
+PROTOCOLS = ("episodes", "lake-runs")
+#: Used when neither the command line nor the algorithm's ``defaults`` say otherwise.
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "train_ways": 5, "train_shots": 1, "queries": 15, "meta_batch": 1, "lr": 1e-3, "schedule": "step",
+    "step_size": 2000, "gamma": 0.5, "image_size": 28, "rotations": False, "val_every": 0, "val_episodes": 100,
+    "options": {},
+}
+
+
+class UsageError(Exception):
+    """A bad command line: reported in one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values parsed as JSON when they can be (numbers, true/false)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m metalearn_lib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", default="omniglot", choices=["omniglot"], help="data set (default omniglot)")
+        p.add_argument("--split", default="lake", choices=SPLITS, help="class split (default lake)")
+        p.add_argument("--eval", default="5w1s,5w5s,20w1s,20w5s", help="comma-separated settings, e.g. 5w1s,20w1s")
+        p.add_argument("--test-episodes", type=int, default=600, help="test episodes per setting (default 600)")
+        p.add_argument("--test-queries", type=int, default=DEFAULT_TEST_QUERIES, help="queries per class at test")
+        p.add_argument("--protocol", default="episodes", choices=PROTOCOLS,
+                       help="random test episodes, or Lake's 20 official one-shot runs")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+        p.add_argument("--data-root", default=None, help="folder holding omniglot-py/ (default: $METALEARN_DATA)")
+        p.add_argument("--download", action="store_true", help="download the data when it is missing")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    tr = sub.add_parser("train", help="meta-train an algorithm, then evaluate it")
+    tr.add_argument("algorithm", help=f"one of: {', '.join(sorted(ALGORITHMS))}")
+    common(tr)
+    tr.add_argument("--train-ways", type=int, default=None)
+    tr.add_argument("--train-shots", type=int, default=None)
+    tr.add_argument("--queries", type=int, default=None, help="query images per class in training episodes")
+    tr.add_argument("--meta-batch", type=int, default=None, help="episodes per outer step")
+    budget = tr.add_argument_group("how long (at least one)")
+    budget.add_argument("--episodes", type=int, default=None, help="outer steps (each a meta-batch of episodes)")
+    budget.add_argument("--time-budget", type=float, default=None, help="seconds of training")
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--schedule", default=None, choices=SCHEDULES)
+    tr.add_argument("--step-size", type=int, default=None, help="steps between learning-rate decays")
+    tr.add_argument("--gamma", type=float, default=None, help="learning-rate decay factor")
+    tr.add_argument("--image-size", type=int, default=None)
+    tr.add_argument("--rotations", dest="rotations", action="store_true", default=None,
+                    help="add 90/180/270-degree rotations as new training classes")
+    tr.add_argument("--no-rotations", dest="rotations", action="store_false")
+    tr.add_argument("--val-every", type=int, default=None, help="validate every N steps and keep the best (0: never)")
+    tr.add_argument("--val-episodes", type=int, default=None)
+    tr.add_argument("--set", dest="options", action="append", metavar="KEY=VALUE",
+                    help="an algorithm option, e.g. --set distance=cosine (repeatable)")
+    tr.add_argument("--out", default=None, help="folder for checkpoints (last.pt, best.pt) and result.json")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint or a training-free baseline")
+    ev.add_argument("model", help="a checkpoint file (.pt), or pixel-nn")
+    common(ev)
+    ev.add_argument("--image-size", type=int, default=None)
+    return parser
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_evaluation(algorithm: FewShotAlgorithm, args: argparse.Namespace, image_size: int,
+                   device: torch.device) -> dict[str, EvalResult]:
+    """Evaluate on the split's test classes with the chosen protocol."""
+    if args.protocol == "lake-runs":
+        runs = lake_runs(image_size=image_size, root=args.data_root, download=args.download)
+        return {"lake-runs": evaluate_lake_runs(algorithm, runs, device=device)}
+    test = omniglot(args.split, "test", image_size=image_size, root=args.data_root, download=args.download)
+    out = {}
+    for setting in args.eval.split(","):
+        ways, shots = parse_setting(setting)
+        out[setting.strip()] = evaluate(algorithm, test, ways, shots, queries=args.test_queries,
+                                        episodes=args.test_episodes, seed=args.seed + 1000, device=device,
+                                        progress=not args.quiet)
+    return out
+
+
+def check_eval_settings(args: argparse.Namespace, image_size: int) -> None:
+    """Fail before any training when a test setting cannot be drawn from the test classes."""
+    if args.test_episodes <= 0:
+        raise UsageError(f"--test-episodes must be positive, got {args.test_episodes}")
+    if args.protocol != "episodes":
+        return
+    test = omniglot(args.split, "test", image_size=image_size, root=args.data_root, download=args.download)
+    min_count = int(test.counts.min())
+    for setting in args.eval.split(","):
+        ways, shots = parse_setting(setting)
+        queries = max(1, min(args.test_queries, min_count - shots))
+        check_episode_request(test.num_classes, min_count, ways, shots, queries,
+                              what=f"the {args.split} test split ({setting})")
+
+
+def setting(args: argparse.Namespace, algo_defaults: dict[str, Any], key: str) -> Any:
+    value = getattr(args, key, None)
+    if value is not None:
+        return value
+    return algo_defaults.get(key, GLOBAL_DEFAULTS[key])
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown algorithm {args.algorithm!r}: choose one of {', '.join(sorted(ALGORITHMS))}")
+    cls = ALGORITHMS[args.algorithm]
+    if not cls.trainable:
+        raise UsageError(f"{args.algorithm} has nothing to train: use `evaluate {args.algorithm}`")
+    if args.episodes is None and args.time_budget is None:
+        raise UsageError("say how long to train: --episodes N or --time-budget SECONDS")
+    d = cls.defaults
+    cfg = {k: setting(args, d, k) for k in ("train_ways", "train_shots", "queries", "meta_batch", "lr", "schedule",
+                                             "step_size", "gamma", "image_size", "rotations", "val_every",
+                                             "val_episodes")}
+    options = {**d.get("options", {}), **_options(args.options)}
+    device = resolve_device(args.device)
+    check_eval_settings(args, cfg["image_size"])
+    classes = omniglot(args.split, "train" if cfg["val_every"] else "trainval", image_size=cfg["image_size"],
+                       root=args.data_root, download=args.download, rotations=cfg["rotations"] or args.split == "vinyals")
+    sampler = EpisodeSampler(classes, cfg["train_ways"], cfg["train_shots"], cfg["queries"], seed=args.seed,
+                             device=device, name=f"the {args.split} training split")
+    val_sampler = None
+    if cfg["val_every"]:
+        val = omniglot(args.split, "val", image_size=cfg["image_size"], root=args.data_root)
+        val_shots = cfg["train_shots"]
+        val_sampler = EpisodeSampler(val, min(cfg["train_ways"], val.num_classes), val_shots,
+                                     max(1, min(cfg["queries"], int(val.counts.min()) - val_shots)),
+                                     seed=args.seed + 500, device=device, name="the validation split")
+    try:
+        algorithm = build_algorithm(args.algorithm, in_channels=1, image_size=cfg["image_size"],
+                                    ways=cfg["train_ways"], **options).to(device)
+    except TypeError as error:
+        raise UsageError(f"bad --set option for {args.algorithm}: {error}") from error
+    config = TrainConfig(steps=args.episodes, time_budget=args.time_budget, lr=cfg["lr"], schedule=cfg["schedule"],
+                         step_size=cfg["step_size"], gamma=cfg["gamma"], meta_batch=cfg["meta_batch"],
+                         val_every=cfg["val_every"], val_episodes=cfg["val_episodes"], out_dir=args.out,
+                         resume=args.resume, seed=args.seed, progress=not args.quiet)
+    extra = {"image_size": cfg["image_size"], "split": args.split}
+    result = train(algorithm, sampler, config, val_sampler=val_sampler, extra=extra)
+    results = run_evaluation(algorithm, args, cfg["image_size"], device)
+    return {"command": "train", "algorithm": args.algorithm, "dataset": args.dataset, "split": args.split,
+            "protocol": args.protocol, "seed": args.seed, "device": str(device), **cfg, "options": options,
+            "episodes": args.episodes, "time_budget": args.time_budget,
+            "results": {k: v.to_dict() for k, v in results.items()}, "train": result.summary()}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    device = resolve_device(args.device)
+    if args.model in ALGORITHMS and not ALGORITHMS[args.model].trainable:
+        image_size = args.image_size or GLOBAL_DEFAULTS["image_size"]
+        algorithm = build_algorithm(args.model).to(device)
+        source = args.model
+    else:
+        path = Path(args.model)
+        if not path.is_file():
+            raise UsageError(f"{args.model} is neither a checkpoint file nor a training-free baseline "
+                             f"({', '.join(n for n, c in ALGORITHMS.items() if not c.trainable)})")
+        blob = load_checkpoint(path, map_location=device)
+        algorithm = build_algorithm(blob["algorithm"], **blob["config"]).to(device)
+        algorithm.load_state_dict(blob["best_state"] or blob["state"])
+        image_size = args.image_size or blob["extra"].get("image_size", GLOBAL_DEFAULTS["image_size"])
+        source = str(path)
+    check_eval_settings(args, image_size)
+    results = run_evaluation(algorithm, args, image_size, device)
+    return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": args.dataset,
+            "split": args.split, "protocol": args.protocol, "seed": args.seed, "device": str(device),
+            "image_size": image_size, "test_episodes": args.test_episodes, "test_queries": args.test_queries,
+            "results": {k: v.to_dict() for k, v in results.items()}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        started = time.perf_counter()
+        out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+        out["wall_seconds"] = round(time.perf_counter() - started, 1)
+    except (UsageError, ValueError, FileNotFoundError, DataNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    line = json.dumps(out)
+    if args.command == "train" and args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "result.json").write_text(line + "\n")
+    print(line)
+    return 0

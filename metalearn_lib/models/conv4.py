@@ -1,0 +1,75 @@
+"""Conv-4, the standard few-shot backbone (Vinyals et al., 2016; Snell et al., 2017; Finn et al., 2017).
+
+Vinyals, O., Blundell, C., Lillicrap, T., Kavukcuoglu, K., & Wierstra, D. (2016). Matching networks for
+one shot learning. *NeurIPS*.
+
+Four blocks of [3x3 convolution with 64 filters, BatchNorm, ReLU, 2x2 max-pool]. A 28x28 Omniglot image
+becomes a 64-dimensional embedding (28 -> 14 -> 7 -> 3 -> 1); an 84x84 image a 1,600-dimensional one.
+
+BatchNorm, a choice that changes published numbers:
+
+- ``bn="running"``: ordinary BatchNorm. Training uses batch statistics and updates running averages;
+  ``eval()`` uses the running averages, so every test image is classified on its own (inductive).
+- ``bn="batch"``: always normalise with the statistics of the batch at hand, keeping no running
+  averages (``track_running_stats=False``). At test time the statistics come from the task's support
+  or query batch: the *transductive* protocol behind MAML's published Omniglot numbers. It is also the
+  safe choice for ``torch.func`` (no buffers are written inside ``vmap``).
+
+The module works both as an ``nn.Module`` and functionally:
+``torch.func.functional_call(net, params, (x,))`` with ``params = dict(net.named_parameters())``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+BNMode = Literal["running", "batch"]
+
+
+def conv_block(in_channels: int, out_channels: int, bn: BNMode) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels, track_running_stats=(bn == "running")),
+        nn.ReLU(inplace=False),  # not in-place, so functional/vmap use stays safe
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Four conv blocks, flattened; an optional linear head with ``out_features`` outputs (MAML).
+
+    Args:
+        in_channels: 1 for Omniglot, 3 for natural images.
+        hidden: filters per block (64 in the papers).
+        out_features: ``None`` for an embedding network (metric methods), or the number of ways for a
+            classifier (MAML, Reptile, fine-tuning baselines).
+        bn: ``"running"`` or ``"batch"`` (see the module docstring).
+        image_size: input height and width, used to size the head.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, out_features: int | None = None,
+                 bn: BNMode = "running", image_size: int = 28) -> None:
+        super().__init__()
+        if bn not in ("running", "batch"):
+            raise ValueError(f"bn must be 'running' or 'batch', got {bn!r}")
+        self.bn = bn
+        self.features = nn.Sequential(
+            conv_block(in_channels, hidden, bn), conv_block(hidden, hidden, bn),
+            conv_block(hidden, hidden, bn), conv_block(hidden, hidden, bn), nn.Flatten())
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for four 2x2 poolings; use at least 16")
+        self.embedding_dim = hidden * side * side
+        self.head = nn.Linear(self.embedding_dim, out_features) if out_features else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The embedding before the head."""
+        return self.features(x)
