@@ -1,0 +1,81 @@
+"""The command line: JSON on the last line, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tiny_algorithm import TinyProto
+
+from metalearn_lib import cli
+from metalearn_lib.algorithms import ALGORITHMS
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "metalearn_lib", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_evaluate_pixel_nn_prints_json(data_root):
+    done = run_cli("evaluate", "pixel-nn", "--eval", "5w1s,20w1s", "--test-episodes", "50", "--quiet")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["command"] == "evaluate" and out["split"] == "lake"
+    assert set(out["results"]) == {"5w1s", "20w1s"}
+    assert out["results"]["5w1s"]["episodes"] == 50
+    assert out["results"]["5w1s"]["accuracy"] > out["results"]["20w1s"]["accuracy"] > 5
+
+
+def test_lake_runs_protocol_key(data_root):
+    out = json.loads(run_cli("evaluate", "pixel-nn", "--protocol", "lake-runs").stdout.splitlines()[-1])
+    assert list(out["results"]) == ["lake-runs"] and out["results"]["lake-runs"]["episodes"] == 20
+
+
+@pytest.mark.parametrize("args,message", [
+    (["evaluate", "pixel-nn", "--eval", "2000w1s"], "cannot draw 2000-way episodes"),
+    (["evaluate", "pixel-nn", "--eval", "5w20s"], "cannot draw 20 shots"),
+    (["evaluate", "pixel-nn", "--eval", "five-way"], "not an evaluation setting"),
+    (["evaluate", "missing.pt"], "neither a checkpoint file"),
+    (["evaluate", "pixel-nn", "--bogus"], "unrecognized arguments"),
+    (["evaluate", "pixel-nn", "--test-episodes", "0"], "--test-episodes must be positive"),
+    (["train", "nonsense", "--episodes", "1"], "unknown algorithm 'nonsense'"),
+    (["train", "pixel-nn", "--episodes", "1"], "nothing to train"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_requests_are_one_line_exit_2(data_root, args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path):
+    done = run_cli("evaluate", "pixel-nn", env={"METALEARN_DATA": str(tmp_path)})
+    assert done.returncode == 2 and "METALEARN_DATA" in done.stderr and "--download" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_train_then_evaluate_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ALGORITHMS, TinyProto.name, TinyProto)
+    out_dir = tmp_path / "run"
+    code = cli.main(["train", "tiny-proto", "--episodes", "30", "--eval", "5w1s", "--test-episodes", "30",
+                     "--val-every", "10", "--val-episodes", "10", "--out", str(out_dir), "--quiet"])
+    assert code == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["train"]["episodes"] == 30 and trained["train"]["seconds"] > 0
+    assert trained["results"]["5w1s"]["episodes"] == 30 and trained["queries"] == 5  # the algorithm's default
+    assert (out_dir / "last.pt").exists() and (out_dir / "best.pt").exists()
+    assert json.loads((out_dir / "result.json").read_text()) == trained
+
+    assert cli.main(["evaluate", str(out_dir / "last.pt"), "--eval", "5w1s", "--test-episodes", "30", "--quiet"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["algorithm"] == "tiny-proto"
+    assert evaluated["results"]["5w1s"] == trained["results"]["5w1s"]  # same weights, same test episodes
+
+    assert cli.main(["train", "tiny-proto", "--eval", "5w1s"]) == 2
+    assert "--episodes N or --time-budget" in capsys.readouterr().err
+    assert cli.main(["train", "tiny-proto", "--episodes", "2", "--set", "width"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
