@@ -26,8 +26,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# -W --keep-going: any Sphinx warning (unknown citation, broken reference...) fails the build after
+# listing them all; a notebook cell that raises fails it at once (book.yml: execute.raise_on_error).
+# --toc takes an absolute path: Jupyter Book resolves a relative one against chapters/ again.
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build chapters --config book.yml --toc chapters/_toc.yml
+	$(VENV)/bin/jupyter-book build -W --keep-going chapters --config book.yml --toc $(CURDIR)/chapters/_toc.yml
+	$(PY) -m metalearn_lib.tools.check_offline chapters/_build/html
 	@echo "Book: chapters/_build/html/index.html"
 
 test: $(STAMP)

@@ -93,12 +93,17 @@ def is_notebook_source(path: Path) -> bool:
     return "jupytext" in meta and "kernelspec" in meta
 
 
+def is_set_aside(path_in_chapters: Path) -> bool:
+    """Whether a path under chapters/ is, or lies in, something named ``_*`` or ``.*`` (``_build``,
+    ``_vendor``, ``.ipynb_checkpoints``): no chapter notebook lives there."""
+    return any(part.startswith(("_", ".")) for part in path_in_chapters.parts)
+
+
 def notebook_sources(root: Path) -> list[Path]:
-    """Every notebook source under ``ROOT/chapters``, skipping ``_build``, ``_vendor`` and hidden folders."""
+    """Every notebook source under ``ROOT/chapters`` that is not set aside."""
     chapters = root / CHAPTERS
     return sorted(p for p in chapters.rglob("*.md")
-                  if not any(part.startswith(("_", ".")) for part in p.relative_to(chapters).parent.parts)
-                  and is_notebook_source(p))
+                  if not is_set_aside(p.relative_to(chapters)) and is_notebook_source(p))
 
 
 def opening_cells(repo: Repository, ipynb_in_repo: str) -> list:
@@ -131,7 +136,6 @@ def with_opening(nb, cells: list):
 def ipynb_text(nb) -> str:
     """The Colab copy: same cells, no outputs, cell ids from their position (stable across runs)."""
     out = copy.deepcopy(nb)
-    out.metadata.get("jupytext", {}).pop("text_representation", None)
     for i, cell in enumerate(out.cells):
         cell["id"] = f"cell-{i}"
         if cell.cell_type == "code":
@@ -173,8 +177,7 @@ def sync(root: Path, check: bool = False) -> list[str]:
                 ipynb.write_text(text, encoding="utf-8")
     paired = {s.with_suffix(".ipynb") for s in sources}
     for ipynb in sorted((root / CHAPTERS).rglob("*.ipynb")):
-        rel_parts = ipynb.relative_to(root / CHAPTERS).parent.parts
-        if ipynb in paired or any(p.startswith(("_", ".")) for p in rel_parts) or not is_generated_ipynb(ipynb):
+        if ipynb in paired or is_set_aside(ipynb.relative_to(root / CHAPTERS)) or not is_generated_ipynb(ipynb):
             continue
         report.append(f"{ipynb.relative_to(root).as_posix()}: its .md source is gone"
                       + ("" if check else ", removed"))
