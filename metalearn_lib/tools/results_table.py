@@ -1,0 +1,114 @@
+"""Results tables built from the runs' JSON output, never typed by hand.
+
+Every benchmark script keeps the last line of each command-line run (one JSON object) under
+``benchmarks/results/<cpu|gpu>/``. This tool renders them as Markdown tables beside the papers'
+reported figures, and writes the tables into README.md between the markers
+``<!-- results:start -->`` and ``<!-- results:end -->``.
+
+    python -m metalearn_lib.tools.results_table            # rewrite README.md
+    python -m metalearn_lib.tools.results_table --check    # exit 1 if README.md is stale
+    python -m metalearn_lib.tools.results_table --print    # print the tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = ("5w1s", "5w5s", "20w1s", "20w5s")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+#: Figures the papers report (Omniglot, their own protocols), quoted for comparison.
+PAPERS: dict[str, dict[str, float]] = {
+    "pixel-nn": {"5w1s": 41.7, "5w5s": 63.2, "20w1s": 26.7, "20w5s": 42.6},  # Vinyals et al. 2016, Table 1
+    "matching": {"5w1s": 98.1, "5w5s": 98.9, "20w1s": 93.8, "20w5s": 98.5},  # Vinyals et al. 2016
+    "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},  # Snell et al. 2017
+    "maml": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8, "20w5s": 98.9},      # Finn et al. 2017
+    "fomaml": {"5w1s": 98.3, "5w5s": 99.2, "20w1s": 89.4, "20w5s": 97.9},    # Finn et al. 2017
+    "reptile": {"5w1s": 97.7, "5w5s": 99.5, "20w1s": 89.4, "20w5s": 97.1},   # Nichol et al. 2018
+}
+PAPERS_LAKE_RUNS = {"people": 95.5, "siamese (Koch et al. 2015)": 92.0}
+PAPER_NAMES = {"pixel-nn": "Vinyals et al. 2016 (pixels)", "matching": "Vinyals et al. 2016",
+               "protonet": "Snell et al. 2017", "maml": "Finn et al. 2017", "fomaml": "Finn et al. 2017",
+               "reptile": "Nichol et al. 2018"}
+
+
+def load_runs(results_dir: Path) -> list[tuple[str, str, dict]]:
+    """(device folder, file stem, JSON) for every saved run, sorted."""
+    runs = []
+    for path in sorted(results_dir.glob("*/*.json")):
+        runs.append((path.parent.name, path.stem, json.loads(path.read_text().strip().splitlines()[-1])))
+    return runs
+
+
+def _cell(result: dict | None) -> str:
+    return f"{result['accuracy']:.1f} ± {result['ci95']:.1f}" if result else "–"
+
+
+def _training(run: dict) -> str:
+    train = run.get("train")
+    return f"{train['seconds']:.0f} s" if train else "none"
+
+
+def render(results_dir: Path) -> str:
+    runs = load_runs(results_dir)
+    episodic = [(d, s, r) for d, s, r in runs if r.get("protocol") == "episodes"]
+    lake = [(d, s, r) for d, s, r in runs if r.get("protocol") == "lake-runs"]
+    lines = ["Omniglot, mean accuracy (%) ± 95% confidence interval over random test episodes "
+             "(the number of episodes is in each run's JSON).", "",
+             "| run | algorithm | split | device | training | " + " | ".join(SETTINGS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(SETTINGS)]
+    for device, stem, run in episodic:
+        cells = " | ".join(_cell(run["results"].get(s)) for s in SETTINGS)
+        lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {run['split']} | {run['device']} | "
+                     f"{_training(run)} | {cells} |")
+    shown = sorted({run["algorithm"] for _, _, run in runs} & set(PAPERS))
+    for algo in shown:
+        cells = " | ".join(f"{PAPERS[algo][s]:.1f}" for s in SETTINGS)
+        lines.append(f"| paper | {PAPER_NAMES[algo]} | their own | | | {cells} |")
+    if lake:
+        lines += ["", "Lake's 20 official within-alphabet 20-way one-shot runs, accuracy (%) ± 95% CI over the runs.", "",
+                  "| run | algorithm | device | training | accuracy |", "|---|---|---|---|---|"]
+        for device, stem, run in lake:
+            lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {run['device']} | {_training(run)} | "
+                         f"{_cell(run['results']['lake-runs'])} |")
+        for who, acc in PAPERS_LAKE_RUNS.items():
+            lines.append(f"| paper | {who} | | | {acc:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def update(readme: Path, table: str) -> str:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--print", action="store_true")
+    parser.add_argument("--root", type=Path, default=ROOT)
+    args = parser.parse_args(argv)
+    table = render(args.root / "benchmarks" / "results")
+    if args.print:
+        print(table)
+        return 0
+    readme = args.root / "README.md"
+    new = update(readme, table)
+    if args.check:
+        if new != readme.read_text():
+            print("README.md results are stale: run `python -m metalearn_lib.tools.results_table`", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
