@@ -34,8 +34,10 @@ book: $(STAMP)
 	$(PY) -m metalearn_lib.tools.check_offline chapters/_build/html
 	@echo "Book: chapters/_build/html/index.html"
 
+# Two pytest workers on two cores: one torch thread each (and in the notebook kernels they start),
+# since oversubscribed OpenMP threads spin and slow everything down several-fold.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -q
 
 sync-notebooks: $(STAMP)
 	$(PY) -m metalearn_lib.tools.sync_notebooks
