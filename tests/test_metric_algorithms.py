@@ -16,7 +16,7 @@ from metalearn_lib.algorithms.protonet import ProtoNet, linear_classifier
 from metalearn_lib.algorithms.siamese import (KochNet, Siamese, auc, balanced_pairs, contrastive_loss,
                                               equal_error_rate, pair_scores, roc_curve, verification_accuracy,
                                               verification_pairs)
-from metalearn_lib.data import DataNotFoundError, omniglot
+from metalearn_lib.data import omniglot
 from metalearn_lib.data.base import ClassImages
 from metalearn_lib.episodes import Episode, EpisodeSampler
 from metalearn_lib.evaluation import evaluate
@@ -100,7 +100,8 @@ def test_siamese_contrastive_by_hand():
     xs, ys, xq = t([0, 0], [3, 4]), torch.tensor([0, 1]), t([0, 1])
     torch.testing.assert_close(model.predict(xs, ys, xq, 2), t([-1, -math.sqrt(18)]))
     # same pair at distance 1: 1^2; different pair at 2 < margin 3: (3 - 2)^2; halved, averaged
-    torch.testing.assert_close(contrastive_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0]), margin=3.0), torch.tensor(0.5))
+    torch.testing.assert_close(contrastive_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0]), margin=3.0),
+                               torch.tensor(0.5))
     # K-shot: a class scores its nearest support example
     logits = model.predict(t([0, 0], [9, 9], [3, 4]), torch.tensor([0, 0, 1]), t([8, 8]), 2)
     torch.testing.assert_close(logits, t([-math.sqrt(2), -math.sqrt(41)]))
@@ -114,7 +115,8 @@ def test_siamese_koch_head_by_hand():
     # |(0,0) - (1,1)| = (1,1): 1 + 2 - 1 = 2;  |(0,0) - (0,0)| = 0: -1
     torch.testing.assert_close(model.pair_scores(t([0, 0], [0, 0]), t([1, 1], [0, 0])), torch.tensor([2.0, -1.0]))
     torch.testing.assert_close(model.predict(t([1, 1], [0, 0]), torch.tensor([0, 1]), t([0, 0]), 2), t([2, -1]))
-    torch.testing.assert_close(model.pair_loss(torch.tensor([2.0]), torch.tensor([1.0])), torch.tensor(math.log(1 + math.exp(-2))))
+    torch.testing.assert_close(model.pair_loss(torch.tensor([2.0]), torch.tensor([1.0])),
+                               torch.tensor(math.log(1 + math.exp(-2))))
 
 
 def test_koch_layer_shapes():
@@ -217,7 +219,7 @@ def test_gradients_reach_every_parameter(name, options, image_size):
 def test_registered_with_defaults():
     for name in ("protonet", "matching", "siamese"):
         cls = ALGORITHMS[name]
-        assert cls.__module__.endswith(name if name != "protonet" else "protonet") and cls.__doc__
+        assert cls.__module__ == f"metalearn_lib.algorithms.{name}" and cls.__doc__
         assert set(cls.defaults) >= {"train_ways", "train_shots", "queries", "lr", "schedule", "image_size",
                                      "rotations", "options"}
 
@@ -225,24 +227,31 @@ def test_registered_with_defaults():
 # -------------------------------------------------------------------------------- real Omniglot, short runs
 
 @pytest.fixture(scope="module")
-def lake_data():
-    try:
-        return omniglot("lake", "trainval", rotations=True), omniglot("lake", "test")
-    except DataNotFoundError:
-        pytest.skip("real Omniglot not found: set METALEARN_DATA")
+def lake_trainval(data_root):
+    return omniglot("lake", "trainval", rotations=True)
+
+
+@pytest.fixture
+def one_thread():
+    # small convolutions on a shared 2-core machine: a second thread mostly waits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name, options, ways, queries, steps, threshold", [
-    ("protonet", {}, 20, 5, 150, 0.80),
-    ("matching", {}, 20, 5, 150, 0.75),
-    ("siamese", {"variant": "contrastive"}, 20, 4, 150, 0.70),
+    ("protonet", {}, 10, 5, 80, 0.60),                      # measured 76% (seeded)
+    ("matching", {"scale": 10.0}, 10, 5, 80, 0.60),         # measured 80%
+    ("siamese", {"variant": "contrastive"}, 10, 4, 80, 0.55),  # measured 75%
 ])
-def test_short_training_beats_chance(lake_data, name, options, ways, queries, steps, threshold):
-    train_classes, test_classes = lake_data
+def test_short_training_beats_chance(lake_trainval, lake_test, one_thread, name, options, ways, queries, steps,
+                                     threshold):
+    train_classes, test_classes = lake_trainval, lake_test
     torch.manual_seed(0)
     model = build_algorithm(name, in_channels=1, image_size=28, ways=ways, **options)
     sampler = EpisodeSampler(train_classes, ways, 1, queries, seed=0)
     train(model, sampler, TrainConfig(steps=steps, lr=2e-3, schedule="cosine", progress=False))
-    result = evaluate(model, test_classes, ways=5, shots=1, episodes=100, seed=7)
+    result = evaluate(model, test_classes, ways=5, shots=1, queries=5, episodes=100, seed=7)
     # chance is 20%; a few hundred seeded episodes already give a good embedding
     assert result.accuracy > 100 * threshold, str(result)

@@ -9,8 +9,14 @@ from typing import Any
 
 from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm, accuracy
 from metalearn_lib.algorithms.pixel_nn import PixelNN
+from metalearn_lib.algorithms.protonet import ProtoNet
+from metalearn_lib.algorithms.matching import MatchingNet
+from metalearn_lib.algorithms.siamese import Siamese
+from metalearn_lib.algorithms.maml import ANIL, FOMAML, MAML, MetaSGD
+from metalearn_lib.algorithms.reptile import Reptile
 
-ALGORITHMS: dict[str, type[FewShotAlgorithm]] = {cls.name: cls for cls in (PixelNN,)}
+ALGORITHMS: dict[str, type[FewShotAlgorithm]] = {cls.name: cls for cls in (PixelNN, ProtoNet, MatchingNet, Siamese,
+                                                                          MAML, FOMAML, MetaSGD, ANIL, Reptile)}
 
 
 def build_algorithm(name: str, **config: Any) -> FewShotAlgorithm:
@@ -20,4 +26,5 @@ def build_algorithm(name: str, **config: Any) -> FewShotAlgorithm:
     return ALGORITHMS[name](**config)
 
 
-__all__ = ["ALGORITHMS", "build_algorithm", "FewShotAlgorithm", "EpisodicLossMixin", "accuracy", "PixelNN"]
+__all__ = ["ALGORITHMS", "build_algorithm", "FewShotAlgorithm", "EpisodicLossMixin", "accuracy", "PixelNN", "ProtoNet", "MatchingNet", "Siamese",
+           "MAML", "FOMAML", "MetaSGD", "ANIL", "Reptile"]

@@ -53,3 +53,10 @@ class SinusoidSampler:
         move = lambda t: t.to(self.device)  # noqa: E731
         return SinusoidTask(move(amplitude), move(phase), move(x[:, :self.shots]), move(y[:, :self.shots]),
                             move(x[:, self.shots:]), move(y[:, self.shots:]))
+
+    def state_dict(self) -> dict:
+        """The random stream's position, so that a resumed training run sees the same tasks."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,162 @@
+"""Throughput of MAML's meta-training step: this library against learn2learn and higher.
+
+``python -m metalearn_lib bench maml [--device cpu|cuda] [--quick]`` prints one JSON line per
+implementation and setting::
+
+    {"impl": "metalearn_lib", "setting": "5w1s-mb32-1step-second", "tasks_per_s": ..., "peak_mib": ...}
+
+Every implementation meta-trains the same Conv4 (``bn="batch"``, same initial weights) on the same
+random 28x28 tasks with one query per class (MAML's own setting), with Adam as the outer optimizer:
+one timed step = inner loop on every task of the meta-batch, meta-gradient, optimizer step.
+Settings: 5-way 1-shot, meta-batch 32, one inner step; 20-way 1-shot, meta-batch 16, five inner
+steps; each second and first order. ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
+no per-run peak is available). ``--quick`` shrinks meta-batches to 4 and times one step, for CPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from metalearn_lib.algorithms.maml import MAML
+from metalearn_lib.models.conv4 import Conv4
+
+INNER_LR = 0.4
+
+
+@dataclass
+class Setting:
+    ways: int
+    shots: int
+    meta_batch: int
+    steps: int
+    first_order: bool
+
+    @property
+    def name(self) -> str:
+        return (f"{self.ways}w{self.shots}s-mb{self.meta_batch}-{self.steps}step-"
+                f"{'first' if self.first_order else 'second'}")
+
+
+SETTINGS = [Setting(5, 1, 32, 1, False), Setting(5, 1, 32, 1, True),
+            Setting(20, 1, 16, 5, False), Setting(20, 1, 16, 5, True)]
+
+
+def make_tasks(setting: Setting, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random images with the shapes of a meta-batch (support and one query per class)."""
+    g = torch.Generator().manual_seed(seed)
+    t, n = setting.meta_batch, setting.ways * setting.shots
+    xs = torch.rand(t, n, 1, 28, 28, generator=g)
+    xq = torch.rand(t, setting.ways, 1, 28, 28, generator=g)
+    ys = torch.arange(setting.ways).repeat_interleave(setting.shots).repeat(t, 1)
+    yq = torch.arange(setting.ways).repeat(t, 1)
+    return tuple(x.to(device) for x in (xs, ys, xq, yq))
+
+
+def step_metalearn_lib(setting: Setting, net: Conv4, vectorize: bool | None) -> tuple[torch.nn.Module, Callable]:
+    from metalearn_lib.episodes import Episode
+
+    algo = MAML(ways=setting.ways, net=net, inner_lr=INNER_LR, inner_steps=setting.steps,
+                first_order=setting.first_order, vectorize=vectorize)
+
+    def step(xs, ys, xq, yq):
+        algo.train_step(Episode(xs, ys, xq, yq, setting.ways, setting.shots, 1))
+    return algo, step
+
+
+def step_learn2learn(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable]:
+    import learn2learn as l2l
+
+    maml = l2l.algorithms.MAML(net, lr=INNER_LR, first_order=setting.first_order)
+
+    def step(xs, ys, xq, yq):
+        for i in range(xs.shape[0]):
+            learner = maml.clone()
+            for _ in range(setting.steps):
+                learner.adapt(F.cross_entropy(learner(xs[i]), ys[i]))
+            (F.cross_entropy(learner(xq[i]), yq[i]) / xs.shape[0]).backward()
+    return maml, step
+
+
+def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable]:
+    import higher
+
+    inner = torch.optim.SGD(net.parameters(), lr=INNER_LR)
+
+    def step(xs, ys, xq, yq):
+        for i in range(xs.shape[0]):
+            with higher.innerloop_ctx(net, inner, copy_initial_weights=False,
+                                      track_higher_grads=not setting.first_order) as (fmodel, diffopt):
+                for _ in range(setting.steps):
+                    diffopt.step(F.cross_entropy(fmodel(xs[i]), ys[i]))
+                loss = F.cross_entropy(fmodel(xq[i]), yq[i]) / xs.shape[0]
+                if setting.first_order:  # θ' is cut from θ: add ∇L(θ') to θ's gradient by hand
+                    grads = torch.autograd.grad(loss, fmodel.parameters())
+                    for p, g in zip(net.parameters(), grads):
+                        p.grad = g if p.grad is None else p.grad + g
+                else:
+                    loss.backward()
+    return net, step
+
+
+def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
+            vectorize: bool | None = None) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
+    if impl == "metalearn_lib":
+        module, step = step_metalearn_lib(setting, net, vectorize)
+    elif impl == "learn2learn":
+        module, step = step_learn2learn(setting, net)
+    else:
+        module, step = step_higher(setting, net)
+    module.to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    tasks = make_tasks(setting, device)
+
+    def one() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        step(*tasks)
+        optimizer.step()
+
+    one()  # warm-up (allocations, kernel selection)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(timed_steps):
+        one()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
+    out = {"impl": impl, "setting": setting.name, "tasks_per_s": round(setting.meta_batch * timed_steps / seconds, 2),
+           "peak_mib": round(peak, 1) if peak is not None else None, "device": str(device)}
+    if impl == "metalearn_lib":
+        out["vectorize"] = module._use_vmap(device)
+    return out
+
+
+def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | None = None,
+               printer: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every implementation on every setting; print and return one dict per run."""
+    settings = [copy.copy(s) for s in SETTINGS]
+    if quick:
+        for s in settings:
+            s.meta_batch = 4
+    steps = timed_steps or (1 if quick else 5)
+    rows = []
+    for setting in settings:
+        for impl in ("metalearn_lib", "learn2learn", "higher"):
+            try:
+                row = run_one(impl, setting, device, steps)
+            except ImportError as error:
+                row = {"impl": impl, "setting": setting.name, "error": f"not installed: {error}"}
+            printer(json.dumps(row))
+            rows.append(row)
+    return rows
