@@ -59,22 +59,20 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 class EpisodicLossMixin:
-    """``train_step`` for algorithms trained by a per-episode loss on the query set.
+    """``train_step`` for algorithms trained by a per-episode loss, averaged over the meta-batch.
 
-    The subclass provides ``episode_logits(episode) -> logits``; the loss is the cross-entropy of the
-    query predictions, averaged over the tasks of the meta-batch.
+    By default the loss is ``loss_fn`` (cross-entropy) of ``predict``'s query logits; an algorithm with
+    another training signal (Siamese pairs) overrides ``episode_loss(task) -> (loss, accuracy)``.
     """
 
-    def episode_logits(self, episode: Episode) -> Tensor:
-        raise NotImplementedError
+    loss_fn: ClassVar = staticmethod(F.cross_entropy)
+
+    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+        logits = self.predict(task.x_support, task.y_support, task.x_query, task.ways)
+        return self.loss_fn(logits, task.y_query), accuracy(logits, task.y_query)
 
     def train_step(self, batch: Episode) -> dict[str, float]:
-        tasks = batch.tasks()
-        losses, accs = [], []
-        for task in tasks:
-            logits = self.episode_logits(task)
-            losses.append(F.cross_entropy(logits, task.y_query))
-            accs.append(accuracy(logits, task.y_query))
+        losses, accs = zip(*(self.episode_loss(task) for task in batch.tasks()))
         loss = torch.stack(losses).mean()
         loss.backward()
         return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}

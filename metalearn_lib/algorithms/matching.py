@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_lib.algorithms.base import FewShotAlgorithm, accuracy
+from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm
 from metalearn_lib.algorithms.metrics import cosine_similarity, one_hot
-from metalearn_lib.episodes import Episode
 from metalearn_lib.models.conv4 import Conv4
 
 
@@ -84,7 +83,7 @@ class AttentionLSTM(nn.Module):
         return h
 
 
-class MatchingNet(FewShotAlgorithm):
+class MatchingNet(EpisodicLossMixin, FewShotAlgorithm):
     """Matching Networks on a Conv-4 embedding (or any ``net`` mapping images to ``[n, d]``).
 
     Args:
@@ -98,6 +97,7 @@ class MatchingNet(FewShotAlgorithm):
     """
 
     name = "matching"
+    loss_fn = staticmethod(F.nll_loss)  # predict returns log-probabilities already
     defaults: ClassVar[dict[str, Any]] = {
         "train_ways": 20, "train_shots": 1, "queries": 5, "lr": 2e-3, "meta_batch": 1,
         "schedule": "cosine", "step_size": 2000, "gamma": 0.5, "image_size": 28, "rotations": True,
@@ -137,15 +137,6 @@ class MatchingNet(FewShotAlgorithm):
         emb = self.embed(torch.cat([x_support, x_query]))
         return self.logits_from_embeddings(emb[:len(x_support)], y_support, emb[len(x_support):], ways)
 
-    def train_step(self, batch: Episode) -> dict[str, float]:
-        losses, accs = [], []
-        for task in batch.tasks():
-            logits = self.predict(task.x_support, task.y_support, task.x_query, task.ways)
-            losses.append(F.nll_loss(logits, task.y_query))  # logits are already log-probabilities
-            accs.append(accuracy(logits, task.y_query))
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}
 
 
 __all__ = ["MatchingNet", "attention_log_probs", "SupportContext", "AttentionLSTM"]

@@ -67,3 +67,9 @@ def prototypes(emb: Tensor, y: Tensor, ways: int) -> Tensor:
 
 
 __all__ = ["squared_euclidean", "euclidean", "cosine_similarity", "one_hot", "prototypes"]
+
+
+def best_per_class(scores: Tensor, y_support: Tensor, ways: int) -> Tensor:
+    """``[n_query, ways]``: for each class, the highest score among its support examples (nearest neighbour)."""
+    out = torch.full((len(scores), ways), float("-inf"), device=scores.device, dtype=scores.dtype)
+    return out.scatter_reduce(1, y_support.expand(len(scores), -1), scores, reduce="amax")

@@ -14,14 +14,13 @@ import torch
 from torch import Tensor
 
 from metalearn_lib.algorithms.base import FewShotAlgorithm
+from metalearn_lib.algorithms.metrics import best_per_class
 
 
 def nearest_neighbour_logits(support: Tensor, y_support: Tensor, query: Tensor, ways: int) -> Tensor:
     """Logits ``[n_query, ways]``: minus the distance to the nearest support example of each class."""
     distances = torch.cdist(query.flatten(1), support.flatten(1))  # [n_query, n_support]
-    logits = torch.full((len(query), ways), float("-inf"), device=query.device)
-    # amax over the support items of each class of -distance = minus the nearest distance
-    return logits.scatter_reduce(1, y_support.expand(len(query), -1), -distances, reduce="amax")
+    return best_per_class(-distances, y_support, ways)  # minus the nearest distance per class
 
 
 class PixelNN(FewShotAlgorithm):

@@ -20,12 +20,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_lib.algorithms.base import FewShotAlgorithm, accuracy
+from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm
 from metalearn_lib.algorithms.metrics import cosine_similarity, prototypes, squared_euclidean
-from metalearn_lib.episodes import Episode
 from metalearn_lib.models.conv4 import Conv4
 
 Distance = Literal["euclidean", "cosine"]
@@ -49,7 +47,7 @@ def linear_classifier(protos: Tensor) -> tuple[Tensor, Tensor]:
     return 2 * protos, -protos.pow(2).sum(1)
 
 
-class ProtoNet(FewShotAlgorithm):
+class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
     """Prototypical Networks on a Conv-4 embedding (or any ``net`` mapping images to ``[n, d]``).
 
     Args:
@@ -92,15 +90,6 @@ class ProtoNet(FewShotAlgorithm):
         emb = self.embed(torch.cat([x_support, x_query]))
         return self.logits_from_embeddings(emb[:len(x_support)], y_support, emb[len(x_support):], ways)
 
-    def train_step(self, batch: Episode) -> dict[str, float]:
-        losses, accs = [], []
-        for task in batch.tasks():
-            logits = self.predict(task.x_support, task.y_support, task.x_query, task.ways)
-            losses.append(F.cross_entropy(logits, task.y_query))
-            accs.append(accuracy(logits, task.y_query))
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}
 
 
 __all__ = ["ProtoNet", "prototype_logits", "linear_classifier"]

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn_lib.algorithms.base import FewShotAlgorithm
-from metalearn_lib.algorithms.metrics import euclidean
+from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm
+from metalearn_lib.algorithms.metrics import best_per_class, euclidean
 from metalearn_lib.data.base import ClassImages
 from metalearn_lib.episodes import Episode
 from metalearn_lib.models.conv4 import Conv4
@@ -87,7 +87,7 @@ def contrastive_loss(distance: Tensor, same: Tensor, margin: float = 1.0) -> Ten
     return 0.5 * (same * distance.pow(2) + (1 - same) * F.relu(margin - distance).pow(2)).mean()
 
 
-class Siamese(FewShotAlgorithm):
+class Siamese(EpisodicLossMixin, FewShotAlgorithm):
     """A Siamese network (``variant="koch"`` or ``"contrastive"``) trained on pairs drawn from episodes.
 
     Args:
@@ -163,23 +163,15 @@ class Siamese(FewShotAlgorithm):
         emb = self.embed(torch.cat([x_support, x_query]))
         sim = self.similarity_matrix(emb[len(x_support):], emb[:len(x_support)])  # [q, s]
         # a class scores its most similar support example (1-nearest neighbour for K shots)
-        logits = torch.full((len(x_query), ways), float("-inf"), device=sim.device, dtype=sim.dtype)
-        return logits.scatter_reduce(1, y_support.expand(len(x_query), -1), sim, reduce="amax")
+        return best_per_class(sim, y_support, ways)
 
-    def train_step(self, batch: Episode) -> dict[str, float]:
-        losses, accs = [], []
-        for task in batch.tasks():
-            x = torch.cat([task.x_support, task.x_query])
-            y = torch.cat([task.y_support, task.y_query])
-            i, j, same = balanced_pairs(y)
-            emb = self.embed(x)
-            score = self.similarity(emb[i], emb[j])
-            losses.append(self.pair_loss(score, same))
-            threshold = 0.0 if self.variant == "koch" else -self.margin / 2
-            accs.append(((score > threshold).float() == same).float().mean().item())
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}
+    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+        """The pair loss on balanced same/different pairs of the episode's images; pair accuracy."""
+        i, j, same = balanced_pairs(torch.cat([task.y_support, task.y_query]))
+        emb = self.embed(torch.cat([task.x_support, task.x_query]))
+        score = self.similarity(emb[i], emb[j])
+        threshold = 0.0 if self.variant == "koch" else -self.margin / 2
+        return self.pair_loss(score, same), ((score > threshold).float() == same).float().mean().item()
 
 
 # ----------------------------------------------------------------------------------------- verification

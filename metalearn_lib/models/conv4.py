@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 BNMode = Literal["running", "batch"]
