@@ -1,4 +1,4 @@
-"""Command line: ``python -m metalearn_lib train|evaluate ...``.
+"""Command line: ``python -m metalearn_lib train|evaluate|bench ...``.
 
 The last line printed is always one JSON object (configuration, ``results``, and ``train`` when
 training happened), so scripts and notebooks can read the figures. Bad arguments and impossible
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", default="omniglot", choices=["omniglot"], help="data set (default omniglot)")
+        p.add_argument("--dataset", default="omniglot", choices=["omniglot", "sinusoid"],
+                       help="data set (default omniglot; sinusoid: MAML's regression tasks, MAML family only)")
         p.add_argument("--split", default="lake", choices=SPLITS, help="class split (default lake)")
         p.add_argument("--eval", default="5w1s,5w5s,20w1s,20w5s", help="comma-separated settings, e.g. 5w1s,20w1s")
         p.add_argument("--test-episodes", type=int, default=600, help="test episodes per setting (default 600)")
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="a checkpoint file (.pt), or pixel-nn")
     common(ev)
     ev.add_argument("--image-size", type=int, default=None)
+
+    be = sub.add_parser("bench", help="meta-training throughput against learn2learn and higher (maml only)")
+    be.add_argument("algorithm", choices=["maml"])
+    be.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    be.add_argument("--quick", action="store_true", help="meta-batches of 4, one timed step (small CPU runs)")
+    be.add_argument("--steps", type=int, default=None, help="timed outer steps per run (default 5; 1 with --quick)")
+    from metalearn_lib.assignments.cli import add_parser as add_assignments_parser
+
+    add_assignments_parser(sub)
     return parser
 
 
@@ -150,6 +160,46 @@ def setting(args: argparse.Namespace, algo_defaults: dict[str, Any], key: str) -
     return algo_defaults.get(key, GLOBAL_DEFAULTS[key])
 
 
+def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """5-shot MSE on ``--test-episodes`` fresh sinusoid tasks after 1, 5 and 10 inner steps (100 query points)."""
+    from metalearn_lib.algorithms.maml import evaluate_regression
+    from metalearn_lib.data.sinusoid import SinusoidSampler
+
+    if args.test_episodes <= 0:
+        raise UsageError(f"--test-episodes must be positive, got {args.test_episodes}")
+    test = SinusoidSampler(shots=5, queries=100, seed=args.seed + 1000, device=device)
+    mse = evaluate_regression(algorithm, test, tasks=args.test_episodes, steps=(1, 5, 10))
+    return {"sinusoid-5shot": {"mse_after_steps": {k: round(v, 4) for k, v in mse.items()}, "tasks": args.test_episodes}}
+
+
+def cmd_train_sinusoid(args: argparse.Namespace, cls: type[FewShotAlgorithm]) -> dict[str, Any]:
+    """MAML's sinusoid regression (Finn et al., 2017, Section 5.1), for the MAML family."""
+    from metalearn_lib.data.sinusoid import SinusoidSampler
+
+    d = getattr(cls, "sinusoid_defaults", None)
+    if d is None:
+        raise UsageError(f"--dataset sinusoid is for the MAML family (maml, fomaml, metasgd, anil), not {args.algorithm}")
+    cfg = {"train_shots": args.train_shots or d["train_shots"], "queries": args.queries or d["queries"],
+           "meta_batch": args.meta_batch or d["meta_batch"], "lr": args.lr or d["lr"],
+           "schedule": args.schedule or d["schedule"], "step_size": args.step_size or GLOBAL_DEFAULTS["step_size"],
+           "gamma": args.gamma or GLOBAL_DEFAULTS["gamma"]}
+    options = {**d["options"], **_options(args.options), "problem": "regression"}
+    device = resolve_device(args.device)
+    sampler = SinusoidSampler(cfg["train_shots"], cfg["queries"], seed=args.seed, device=device)
+    try:
+        algorithm = build_algorithm(args.algorithm, **options).to(device)
+    except TypeError as error:
+        raise UsageError(f"bad --set option for {args.algorithm}: {error}") from error
+    config = TrainConfig(steps=args.episodes, time_budget=args.time_budget, lr=cfg["lr"], schedule=cfg["schedule"],
+                         step_size=cfg["step_size"], gamma=cfg["gamma"], meta_batch=cfg["meta_batch"],
+                         out_dir=args.out, resume=args.resume, seed=args.seed, progress=not args.quiet)
+    result = train(algorithm, sampler, config, extra={"dataset": "sinusoid"})
+    return {"command": "train", "algorithm": args.algorithm, "dataset": "sinusoid", "seed": args.seed,
+            "device": str(device), **cfg, "options": options, "episodes": args.episodes,
+            "time_budget": args.time_budget, "results": sinusoid_results(algorithm, args, device),
+            "train": result.summary()}
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.algorithm not in ALGORITHMS:
         raise UsageError(f"unknown algorithm {args.algorithm!r}: choose one of {', '.join(sorted(ALGORITHMS))}")
@@ -158,6 +208,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{args.algorithm} has nothing to train: use `evaluate {args.algorithm}`")
     if args.episodes is None and args.time_budget is None:
         raise UsageError("say how long to train: --episodes N or --time-budget SECONDS")
+    if args.dataset == "sinusoid":
+        return cmd_train_sinusoid(args, cls)
     d = cls.defaults
     cfg = {k: setting(args, d, k) for k in ("train_ways", "train_shots", "queries", "meta_batch", "lr", "schedule",
                                              "step_size", "gamma", "image_size", "rotations", "val_every",
@@ -181,6 +233,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                                     ways=cfg["train_ways"], **options).to(device)
     except TypeError as error:
         raise UsageError(f"bad --set option for {args.algorithm}: {error}") from error
+    if hasattr(algorithm, "check_ways"):  # a fixed-size head (MAML, Reptile): fail before training, not after
+        for ways in ([20] if args.protocol == "lake-runs" else [parse_setting(x)[0] for x in args.eval.split(",")]):
+            algorithm.check_ways(ways)
     config = TrainConfig(steps=args.episodes, time_budget=args.time_budget, lr=cfg["lr"], schedule=cfg["schedule"],
                          step_size=cfg["step_size"], gamma=cfg["gamma"], meta_batch=cfg["meta_batch"],
                          val_every=cfg["val_every"], val_episodes=cfg["val_episodes"], out_dir=args.out,
@@ -210,6 +265,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         algorithm.load_state_dict(blob["best_state"] or blob["state"])
         image_size = args.image_size or blob["extra"].get("image_size", GLOBAL_DEFAULTS["image_size"])
         source = str(path)
+        if blob["extra"].get("dataset") == "sinusoid":
+            return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": "sinusoid",
+                    "seed": args.seed, "device": str(device), "results": sinusoid_results(algorithm, args, device)}
     check_eval_settings(args, image_size)
     results = run_evaluation(algorithm, args, image_size, device)
     return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": args.dataset,
@@ -221,8 +279,19 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "assignments":
+            from metalearn_lib.assignments.cli import main as assignments_main
+
+            return assignments_main(args)
         started = time.perf_counter()
-        out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
+        if args.command == "bench":
+            from metalearn_lib.bench import bench_maml
+
+            rows = bench_maml(resolve_device(args.device), quick=args.quick, timed_steps=args.steps,
+                              printer=lambda line: print(line, flush=True))
+            out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "results": rows}
+        else:
+            out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
         out["wall_seconds"] = round(time.perf_counter() - started, 1)
     except (UsageError, ValueError, FileNotFoundError, DataNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
