@@ -40,7 +40,10 @@ def load_runs(results_dir: Path) -> list[tuple[str, str, dict]]:
     """(device folder, file stem, JSON) for every saved run, sorted."""
     runs = []
     for path in sorted(results_dir.glob("*/*.json")):
-        runs.append((path.parent.name, path.stem, json.loads(path.read_text().strip().splitlines()[-1])))
+        lines = path.read_text().strip().splitlines()
+        if not lines:  # a run still in progress (or one that failed) has written nothing yet
+            continue
+        runs.append((path.parent.name, path.stem, json.loads(lines[-1])))
     return runs
 
 
