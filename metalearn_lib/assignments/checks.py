@@ -86,3 +86,36 @@ def equal(got: Any, want: Tensor, what: str) -> None:
     got = tensor(got, what, tuple(want.shape))
     if not _equal(got.cpu().long(), want.cpu().long()):
         fail(f"{what} is wrong: expected {want.tolist()}, got {got.tolist()}")
+
+
+# --------------------------------------------------------------- shared by the MAML and Reptile tests
+
+def mlp_params(hidden: int, seed: int, requires_grad: bool = False) -> list[Tensor]:
+    """The six float64 tensors of a 1 -> hidden -> hidden -> 1 MLP, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(hidden, 1), (hidden,), (hidden, hidden), (hidden,), (1, hidden), (1,)]
+    return [(torch.randn(*s, generator=g, dtype=torch.float64) * 0.5).requires_grad_(requires_grad) for s in shapes]
+
+
+def mlp_forward(params: list[Tensor], x: Tensor) -> Tensor:
+    w1, b1, w2, b2, w3, b3 = params
+    F = torch.nn.functional
+    return F.linear(torch.relu(F.linear(torch.relu(F.linear(x, w1, b1)), w2, b2)), w3, b3)
+
+
+def sinusoid_tasks(tasks: int, seed: int, shots: int = 10, queries: int = 10, double: bool = True):
+    """A seeded meta-batch of sinusoid tasks (float64 unless ``double=False``)."""
+    from metalearn_lib.data.sinusoid import SinusoidSampler
+
+    t = SinusoidSampler(shots=shots, queries=queries, seed=seed).sample_batch(tasks)
+    if double:
+        for name in ("x_support", "y_support", "x_query", "y_query"):
+            setattr(t, name, getattr(t, name).double())
+    return t
+
+
+def tensor_list(out: Any, what: str, n: int = 6) -> list:
+    """``out`` as a list of ``n`` tensors (one per parameter), or a test failure saying so."""
+    if not _isinstance(out, (list, tuple)) or len(out) != n:
+        fail(f"{what} should return a list of {n} tensors (one per parameter)")
+    return list(out)
