@@ -254,7 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.model in ALGORITHMS and not ALGORITHMS[args.model].trainable:
         image_size = args.image_size or GLOBAL_DEFAULTS["image_size"]
         algorithm = build_algorithm(args.model).to(device)
-        source = args.model
+        source, trained = args.model, None
     else:
         path = Path(args.model)
         if not path.is_file():
@@ -265,6 +265,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         algorithm.load_state_dict(blob["best_state"] or blob["state"])
         image_size = args.image_size or blob["extra"].get("image_size", GLOBAL_DEFAULTS["image_size"])
         source = str(path)
+        trained = {k: blob["result"][k] for k in ("steps", "tasks", "seconds")}
         if blob["extra"].get("dataset") == "sinusoid":
             return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": "sinusoid",
                     "seed": args.seed, "device": str(device), "results": sinusoid_results(algorithm, args, device)}
@@ -273,7 +274,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": args.dataset,
             "split": args.split, "protocol": args.protocol, "seed": args.seed, "device": str(device),
             "image_size": image_size, "test_episodes": args.test_episodes, "test_queries": args.test_queries,
-            "results": {k: v.to_dict() for k, v in results.items()}}
+            "results": {k: v.to_dict() for k, v in results.items()},
+            **({"checkpoint_train": trained} if trained else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

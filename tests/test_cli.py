@@ -72,7 +72,7 @@ def test_train_then_evaluate_checkpoint(data_root, tmp_path, monkeypatch, capsys
 
     assert cli.main(["evaluate", str(out_dir / "last.pt"), "--eval", "5w1s", "--test-episodes", "30", "--quiet"]) == 0
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert evaluated["algorithm"] == "tiny-proto"
+    assert evaluated["algorithm"] == "tiny-proto" and evaluated["checkpoint_train"]["steps"] == 30
     assert evaluated["results"]["5w1s"] == trained["results"]["5w1s"]  # same weights, same test episodes
 
     assert cli.main(["train", "tiny-proto", "--eval", "5w1s"]) == 2

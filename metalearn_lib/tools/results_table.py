@@ -52,8 +52,11 @@ def _cell(result: dict | None) -> str:
 
 
 def _training(run: dict) -> str:
-    train = run.get("train")
-    return f"{train['seconds']:.0f} s" if train else "none"
+    train = run.get("train") or run.get("checkpoint_train")
+    if train:
+        return f"{train['seconds']:.0f} s"
+    # an `evaluate` of a checkpoint saved by a train run of the same benchmark script
+    return "checkpoint" if str(run.get("model", "")).endswith(".pt") else "none"
 
 
 def render(results_dir: Path) -> str:
@@ -61,7 +64,8 @@ def render(results_dir: Path) -> str:
     episodic = [(d, s, r) for d, s, r in runs if r.get("protocol") == "episodes"]
     lake = [(d, s, r) for d, s, r in runs if r.get("protocol") == "lake-runs"]
     lines = ["Omniglot, mean accuracy (%) ± 95% confidence interval over random test episodes "
-             "(the number of episodes is in each run's JSON).", "",
+             "(the number of episodes is in each run's JSON). *training*: seconds of training, or "
+             "*checkpoint* for a model trained by another run of the same script and evaluated again.", "",
              "| run | algorithm | split | device | training | " + " | ".join(SETTINGS) + " |",
              "|---|---|---|---|---|" + "---|" * len(SETTINGS)]
     for device, stem, run in episodic:
