@@ -48,3 +48,15 @@ def test_bad_arguments():
         Conv4(bn="group")
     with pytest.raises(ValueError, match="too small"):
         Conv4(image_size=8)
+
+
+def test_channels_last_layout_gives_the_same_embeddings():
+    torch.manual_seed(0)
+    plain = Conv4()
+    fast = Conv4(channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(6, 1, 28, 28)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    fast(x).sum().backward()
+    assert all(p.grad is not None for p in fast.parameters())

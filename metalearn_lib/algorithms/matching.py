@@ -111,7 +111,7 @@ class MatchingNet(EpisodicLossMixin, FewShotAlgorithm):
                  embedding_dim: int | None = None, **_: Any) -> None:
         super().__init__()
         if net is None:
-            net = Conv4(in_channels, hidden, image_size=image_size)
+            net = Conv4(in_channels, hidden, image_size=image_size, channels_last=True)
             embedding_dim = net.embedding_dim
         self.net = net
         self.fce, self.scale = bool(fce), float(scale)

@@ -52,7 +52,7 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
 
     Args:
         in_channels, image_size: size the default Conv-4 (ignored when ``net`` is given).
-        net: the embedding network; ``None`` builds ``Conv4(in_channels, hidden, image_size=image_size)``.
+        net: the embedding network; ``None`` builds ``Conv4(in_channels, hidden, image_size=image_size, channels_last=True)``.
         distance: ``"euclidean"`` (squared, as in the paper) or ``"cosine"``.
         scale: multiplies cosine similarities (only with ``distance="cosine"``).
         hidden: Conv-4 filters per block.
@@ -74,7 +74,7 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         super().__init__()
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
-        self.net = net if net is not None else Conv4(in_channels, hidden, image_size=image_size)
+        self.net = net if net is not None else Conv4(in_channels, hidden, image_size=image_size, channels_last=True)
         self.distance, self.scale = distance, float(scale)
         self.save_config(in_channels=in_channels, image_size=image_size, distance=distance, scale=scale, hidden=hidden)
 

@@ -117,7 +117,7 @@ class Siamese(EpisodicLossMixin, FewShotAlgorithm):
             raise ValueError(f"variant must be 'koch' or 'contrastive', got {variant!r}")
         if net is None:
             net = (KochNet(in_channels, image_size) if variant == "koch"
-                   else Conv4(in_channels, hidden, image_size=image_size))
+                   else Conv4(in_channels, hidden, image_size=image_size, channels_last=True))
             embedding_dim = net.embedding_dim
         self.net, self.variant = net, variant
         self.margin, self.normalize = float(margin), bool(normalize)

