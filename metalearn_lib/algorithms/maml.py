@@ -72,6 +72,14 @@ LR_MODES = ("fixed", "per_step", "per_param")
 PROBLEMS = ("classification", "regression")
 
 
+def check_head_ways(algorithm: Any, ways: int) -> None:
+    """A fixed-size head (MAML, Reptile) can only classify as many ways as it was meta-trained with."""
+    if algorithm.problem == "classification" and ways != algorithm.ways:
+        raise ValueError(f"{algorithm.name} was meta-trained with a {algorithm.ways}-way head and cannot classify "
+                         f"{ways}-way episodes: it must be trained with the same number of ways it is evaluated "
+                         f"on (train with --train-ways {ways}, or evaluate with {algorithm.ways}-way settings)")
+
+
 # ----------------------------------------------------------------------------------------------- inner loop
 
 def inner_gradients(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
@@ -368,10 +376,7 @@ class MAML(FewShotAlgorithm):
         return functional_call(self._adapted_module(), params, (self._body(x),))
 
     def check_ways(self, ways: int) -> None:
-        if self.problem == "classification" and ways != self.ways:
-            raise ValueError(f"{self.name} was meta-trained with a {self.ways}-way head and cannot classify "
-                             f"{ways}-way episodes: MAML must be trained with the same number of ways it is "
-                             f"evaluated on (train with --train-ways {ways}, or evaluate with {self.ways}-way settings)")
+        check_head_ways(self, ways)
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
         """Adapt on the support set for ``test_inner_steps`` steps, then the query logits (or outputs)."""

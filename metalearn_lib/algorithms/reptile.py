@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metalearn_lib.algorithms.base import FewShotAlgorithm, accuracy
-from metalearn_lib.algorithms.maml import LossFn, Params, _task_tensors, inner_gradients, sinusoid_mlp
+from metalearn_lib.algorithms.maml import (LossFn, Params, _task_tensors, check_head_ways, inner_gradients,
+                                          sinusoid_mlp)
 from metalearn_lib.models.conv4 import Conv4
 
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -161,10 +162,7 @@ class Reptile(FewShotAlgorithm):
         return metrics
 
     def check_ways(self, ways: int) -> None:
-        if self.problem == "classification" and ways != self.ways:
-            raise ValueError(f"reptile was meta-trained with a {self.ways}-way head and cannot classify {ways}-way "
-                             f"episodes: like MAML, it must be trained with the same number of ways it is evaluated "
-                             f"on (train with --train-ways {ways}, or evaluate with {self.ways}-way settings)")
+        check_head_ways(self, ways)
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
         """Fine-tune a copy of θ on the whole support set for ``test_inner_steps`` steps; query outputs."""
