@@ -105,11 +105,19 @@ def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable
     return net, step
 
 
+#: Our implementation with its meta-batch path forced: ``-loop`` (a Python loop over tasks) or
+#: ``-vmap`` (``torch.func.vmap``); plain ``metalearn_lib`` lets the class choose (vmap on CUDA).
+PATH_IMPLS = {"metalearn_lib-loop": False, "metalearn_lib-vmap": True}
+
+
 def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
             vectorize: bool | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
-    if impl == "metalearn_lib":
+    if impl in PATH_IMPLS:
+        vectorize = PATH_IMPLS[impl]
+        module, step = step_metalearn_lib(setting, net, vectorize)
+    elif impl == "metalearn_lib":
         module, step = step_metalearn_lib(setting, net, vectorize)
     elif impl == "learn2learn":
         module, step = step_learn2learn(setting, net)
@@ -137,14 +145,21 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
     out = {"impl": impl, "setting": setting.name, "tasks_per_s": round(setting.meta_batch * timed_steps / seconds, 2),
            "peak_mib": round(peak, 1) if peak is not None else None, "device": str(device)}
-    if impl == "metalearn_lib":
+    if impl.startswith("metalearn_lib"):
         out["vectorize"] = module._use_vmap(device)
     return out
 
 
 def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | None = None,
-               printer: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every implementation on every setting; print and return one dict per run."""
+               printer: Callable[[str], None] = print, paths: bool = False) -> list[dict[str, Any]]:
+    """Run every implementation on every setting; print and return one dict per run.
+
+    ``paths=True`` adds our implementation with the path the class would *not* choose on this device
+    (the loop on CUDA, vmap on a CPU), the measurement behind ``MAML(vectorize=None)``'s choice.
+    """
+    impls = ["metalearn_lib", "learn2learn", "higher"]
+    if paths:
+        impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")
     settings = [copy.copy(s) for s in SETTINGS]
     if quick:
         for s in settings:
@@ -152,7 +167,7 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     steps = timed_steps or (1 if quick else 5)
     rows = []
     for setting in settings:
-        for impl in ("metalearn_lib", "learn2learn", "higher"):
+        for impl in impls:
             try:
                 row = run_one(impl, setting, device, steps)
             except ImportError as error:

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     be.add_argument("--quick", action="store_true", help="meta-batches of 4, one timed step (small CPU runs)")
     be.add_argument("--steps", type=int, default=None, help="timed outer steps per run (default 5; 1 with --quick)")
+    be.add_argument("--paths", action="store_true",
+                    help="also time our other meta-batch path (the loop on CUDA, vmap on a CPU)")
     from metalearn_lib.assignments.cli import add_parser as add_assignments_parser
 
     add_assignments_parser(sub)
@@ -289,9 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from metalearn_lib.bench import bench_maml
 
+            if args.steps is not None and args.steps <= 0:
+                raise UsageError(f"--steps must be positive, got {args.steps}")
             rows = bench_maml(resolve_device(args.device), quick=args.quick, timed_steps=args.steps,
-                              printer=lambda line: print(line, flush=True))
-            out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "results": rows}
+                              printer=lambda line: print(line, flush=True), paths=args.paths)
+            device = resolve_device(args.device)
+            out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "device": str(device),
+                   "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   "torch": torch.__version__, "results": rows}
         else:
             out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
         out["wall_seconds"] = round(time.perf_counter() - started, 1)

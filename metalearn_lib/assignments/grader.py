@@ -143,7 +143,13 @@ class TestProcess:
         self.tmp = tempfile.TemporaryDirectory(prefix="metalearn-grade-")
         self.errors = tempfile.TemporaryFile()
         self.read_fd, write_fd = os.pipe()
-        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "metalearn_lib.assignments.runner", str(write_fd)],
+        # -I (isolated: no PYTHONPATH, no user site, no cwd on the path) keeps the submission's folder out
+        # of the runner's imports; the library is then found where the grader itself found it, so a
+        # checkout on PYTHONPATH grades as well as an installed package.
+        library = str(Path(__file__).resolve().parents[2])
+        boot = (f"import sys; sys.path.insert(0, {library!r}); "
+                "from metalearn_lib.assignments.runner import main; sys.exit(main())")
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", boot, str(write_fd)],
                                      cwd=self.tmp.name, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=self.errors, pass_fds=(write_fd,))
         os.close(write_fd)
@@ -269,7 +275,8 @@ def grade(path: str | Path, timeout: float = 600, test_timeout: float = 300, ass
             why = ("the hidden tests ran out of time" if outcome["timed_out"]
                    else f"the test process stopped (exit code {outcome['returncode']})")
             feedback.append(f"  {why}; tests that did not finish score 0")
-            if os.environ.get("METALEARN_GRADER_DEBUG"):
+            if os.environ.get("METALEARN_GRADER_DEBUG") or not outcome["events"]:
+                # nothing ran at all: most likely the grader's own environment, so show why
                 feedback.append(outcome["stderr"])
 
     tests = []

@@ -1,0 +1,207 @@
+"""Every GPU measurement of the book in one time-boxed session: full-scale reproductions and benchmarks.
+
+    python benchmarks/gpu_session.py --out DIR [--train-seconds 300] [--device cuda]
+
+What it runs, in this order (each command is printed and stored with its result):
+
+1. ``python -m metalearn_lib bench maml --paths`` alone on the card (clean timings), while the Omniglot
+   caches are decoded on the CPU.
+2. Then, at the same time on the one GPU (each is a small Conv-4 that leaves most of the card idle):
+   the metric methods with their papers' protocols on the Vinyals split with rotations and 1,000 test
+   episodes (ProtoNet 60-way training episodes, Adam 1e-3 halved every 2,000 episodes; Matching
+   Networks 20-way; 1-shot and 5-shot models), Siamese networks (Koch's 105 px network and the
+   contrastive Conv-4) scored on Lake's 20 runs, and MAML, first-order MAML and Reptile with the
+   papers' settings. Every training run is cut by ``--time-budget``, so the figures are what that
+   budget reaches on a shared card, not the papers' full schedules (hours).
+3. Beside them, on the CPU side: the five assignments graded from their solution notebooks, at quick
+   scale and then at the notebooks' default scale on a GPU (full).
+
+Each job's last JSON line goes to ``DIR/results.jsonl`` as soon as the job ends (so a session cut
+short still returns what finished); logs and the JSON files go to ``DIR/gpu_session.tar.gz``.
+``benchmarks/results/gpu/`` holds the files of the session the book reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = ["a1_episode_sampler", "a2_prototypical", "a3_siamese", "a4_maml", "a5_reptile"]
+
+
+def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
+    """name -> arguments of ``python -m metalearn_lib`` for every training run (``t`` seconds each)."""
+    v = ["--split", "vinyals", "--test-episodes", str(episodes), "--device", device, "--quiet"]
+    four = ["--eval", "5w1s,5w5s,20w1s,20w5s"]
+    # Snell et al. (2017): 60-way episodes, 5 queries, Adam 1e-3 halved every 2,000 episodes.
+    proto = ["--train-ways", "60", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
+             "--gamma", "0.5"]
+    # Vinyals et al. (2016): 20-way episodes (cosine attention scaled by 10, the class default).
+    match = ["--train-ways", "20", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
+             "--gamma", "0.5"]
+    lake = ["--split", "lake", "--protocol", "lake-runs", "--device", device, "--quiet"]
+    budget = ["--time-budget", str(t)]
+    return {
+        "protonet_1shot": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, *budget],
+        "protonet_5shot": ["train", "protonet", *proto, "--train-shots", "5", *v, *four, *budget],
+        "matching_1shot": ["train", "matching", *match, "--train-shots", "1", *v, *four, *budget],
+        "matching_5shot": ["train", "matching", *match, "--train-shots", "5", *v, *four, *budget],
+        # Koch et al. (2015): the 105 px network, weighted L1 + sigmoid; and the contrastive Conv-4.
+        "siamese_koch": ["train", "siamese", *lake, "--set", "variant=koch", "--image-size", "105", "--lr", "1e-4",
+                         "--schedule", "step", "--step-size", "10000", "--gamma", "0.5", "--train-ways", "20",
+                         "--train-shots", "1", "--queries", "4", *budget],
+        "siamese_contrastive": ["train", "siamese", *lake, "--set", "variant=contrastive", *budget],
+        # Finn et al. (2017): 5-way, α = 0.4, 1 inner step (3 at test), meta-batch 32 (the class defaults);
+        # 20-way: α = 0.1, 5 steps, meta-batch 16.
+        "maml_5w": ["train", "maml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
+                    "--eval", "5w1s,5w5s", *budget],
+        "maml_20w": ["train", "maml", "--train-ways", "20", "--train-shots", "1", "--meta-batch", "16",
+                     "--set", "inner_lr=0.1", "--set", "inner_steps=5", "--set", "test_inner_steps=5", *v,
+                     "--eval", "20w1s,20w5s", *budget],
+        "fomaml_5w": ["train", "fomaml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
+                      "--eval", "5w1s,5w5s", *budget],
+        # Nichol et al. (2018): the class defaults (10 training shots, 5 Adam steps, 50 at test); its
+        # test-time fine-tuning is slow, so it trains for less and is scored on fewer episodes.
+        "reptile_5w": ["train", "reptile", "--train-ways", "5", *v[:2], "--test-episodes", str(max(1, episodes // 5)),
+                       "--device", device, "--quiet", "--eval", "5w1s,5w5s", "--time-budget", str(max(1, t - 90))],
+    }
+
+
+class Job:
+    def __init__(self, name: str, argv: list[str], logs: Path, env: dict[str, str]) -> None:
+        self.name, self.argv = name, argv
+        self.stdout = open(logs / f"{name}.out", "w")
+        self.stderr = open(logs / f"{name}.err", "w")
+        self.started = time.time()
+        self.proc = subprocess.Popen(argv, stdout=self.stdout, stderr=self.stderr, cwd=ROOT, env=env)
+        self.done = False
+
+    def finish(self, results: Path, killed: bool = False) -> dict:
+        self.stdout.close()
+        self.stderr.close()
+        self.done = True
+        lines = Path(self.stdout.name).read_text().strip().splitlines()
+        last = lines[-1] if lines else ""
+        record = {"name": self.name, "command": " ".join(shlex.quote(a) for a in self.argv[1:]),
+                  "returncode": self.proc.returncode, "wall_seconds": round(time.time() - self.started, 1),
+                  "killed_at_deadline": killed}
+        try:
+            record["output"] = json.loads(last)
+        except json.JSONDecodeError:
+            err = Path(self.stderr.name).read_text().strip().splitlines()
+            record["error_tail"] = err[-5:]
+        with open(results, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"[{time.strftime('%H:%M:%S')}] done {self.name}: rc={self.proc.returncode} "
+              f"{record['wall_seconds']} s{' (killed)' if killed else ''}", flush=True)
+        return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="results.jsonl, env.json and the tarball")
+    parser.add_argument("--logs", type=Path, default=Path("/tmp/gpu_session_logs"), help="one log per job")
+    parser.add_argument("--train-seconds", type=int, default=300)
+    parser.add_argument("--deadline", type=int, default=540, help="seconds from start after which jobs are killed")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--test-episodes", type=int, default=1000)
+    parser.add_argument("--bench-steps", type=int, default=5)
+    parser.add_argument("--only", action="append", help="run only these jobs (names; repeatable)")
+    parser.add_argument("--no-grading", action="store_true")
+    args = parser.parse_args()
+    start = time.time()
+    out: Path = args.out
+    logs = args.logs
+    logs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)}
+    py = [sys.executable, "-m", "metalearn_lib"]
+
+    info = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)), "python": sys.version.split()[0]}
+    try:
+        import torch
+        info.update(torch=torch.__version__, cuda=torch.cuda.is_available(),
+                    device_name=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                    cpu_count=os.cpu_count())
+    except Exception as error:  # noqa: BLE001
+        info["torch_error"] = repr(error)
+    (out / "env.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info), flush=True)
+
+    # 1. caches (CPU) beside the bench (GPU); the bench runs alone on the card.
+    cache = [sys.executable, "-c",
+             "import sys; from metalearn_lib.data import omniglot, lake_runs; s = int(sys.argv[1]); "
+             "omniglot('lake', 'trainval', image_size=s, rotations=True); lake_runs(image_size=s)", ]
+    caches = [Job(f"cache_{s}px", cache + [str(s)], logs, env) for s in (28, 105)]
+    bench = Job("bench_maml", py + ["bench", "maml", "--device", args.device, "--paths",
+                                    "--steps", str(args.bench_steps)]
+                 + (["--quick"] if args.device == "cpu" else []), logs, env)
+    for job in [bench, *caches]:
+        job.proc.wait()
+        job.finish(results)
+
+    # 2. training runs, all at once; 3. grading lane.
+    table = jobs(args.train_seconds, args.device, args.test_episodes)
+    names = args.only or list(table)
+    running = [Job(name, py + table[name], logs, env) for name in names]
+    grading = [] if args.no_grading else \
+        [("quick", a) for a in ASSIGNMENTS] + [("full", a) for a in ASSIGNMENTS]
+    grader: Job | None = None
+    deadline = start + args.deadline
+    while True:
+        now = time.time()
+        for job in running:
+            if not job.done and job.proc.poll() is not None:
+                job.finish(results)
+        if grader is not None and grader.proc.poll() is not None:
+            grader.finish(results)
+            grader = None
+        if grader is None and grading:
+            left = deadline - now - 10
+            if left > 30:
+                scale, a = grading.pop(0)
+                genv = {**env, "METALEARN_SCALE": scale}
+                grader = Job(f"grade_{a}_{scale}", py + ["assignments", "grade", f"chapters/assignments/{a}.ipynb",
+                                                         "--timeout", str(int(min(300, left)))], logs, genv)
+            else:
+                grading = []
+        if all(j.done for j in running) and grader is None and not grading:
+            break
+        if now > deadline:
+            for job in running + ([grader] if grader else []):
+                if not job.done:
+                    job.proc.kill()
+                    job.proc.wait()
+                    job.finish(results, killed=True)
+            break
+        time.sleep(2)
+
+    with tarfile.open(out / "gpu_session.tar.gz", "w:gz") as tar:
+        tar.add(logs, arcname="logs")
+        tar.add(results, arcname="results.jsonl")
+        tar.add(out / "env.json", arcname="env.json")
+    # the short table the reply shows
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        o = r.get("output", {})
+        res = o.get("results")
+        if isinstance(res, dict):
+            res = {k: v.get("accuracy", v) if isinstance(v, dict) else v for k, v in res.items()}
+        print(r["name"], r["returncode"], r["wall_seconds"], json.dumps(res)[:300] if res else r.get("error_tail"),
+              json.dumps(o.get("train", ""))[:120] if o else "", flush=True)
+    print(f"total {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
