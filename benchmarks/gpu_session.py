@@ -18,7 +18,9 @@ What it runs, in this order (each command is printed and stored with its result)
 
 Each job's last JSON line goes to ``DIR/results.jsonl`` as soon as the job ends (so a session cut
 short still returns what finished); logs and the JSON files go to ``DIR/gpu_session.tar.gz``.
-``benchmarks/results/gpu/`` holds the files of the session the book reports.
+``benchmarks/results/gpu/`` holds the files of the session the book reports, made from the session's
+``results.jsonl`` with ``python benchmarks/gpu_session.py --unpack results.jsonl benchmarks/results/gpu``
+(one ``<job>.json`` per training run and the bench, read by ``metalearn_lib.tools.results_table``).
 """
 
 from __future__ import annotations
@@ -105,7 +107,21 @@ class Job:
         return record
 
 
+def unpack(jsonl: Path, folder: Path) -> None:
+    """Write each job's JSON output (training runs and the bench) to ``folder/<job>.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for line in jsonl.read_text().splitlines():
+        record = json.loads(line)
+        if record["name"].startswith(("cache_", "grade_")) or "output" not in record:
+            continue
+        (folder / f"{record['name']}.json").write_text(json.dumps(record["output"]) + "\n")
+        print(folder / f"{record['name']}.json")
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--unpack":
+        unpack(Path(sys.argv[2]), Path(sys.argv[3]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="results.jsonl, env.json and the tarball")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/gpu_session_logs"), help="one log per job")
@@ -135,7 +151,7 @@ def main() -> int:
                     cpu_count=os.cpu_count())
     except Exception as error:  # noqa: BLE001
         info["torch_error"] = repr(error)
-    (out / "env.json").write_text(json.dumps(info, indent=1))
+    (out / "env.json").write_text(json.dumps(info) + "\n")
     print(json.dumps(info), flush=True)
 
     # 1. caches (CPU) beside the bench (GPU); the bench runs alone on the card.

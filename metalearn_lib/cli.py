@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def device_name(device: torch.device) -> str:
+    """The card's name (``NVIDIA H200``) or ``cpu``, for the provenance of every figure."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def resolve_device(name: str | None) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device cpu")
@@ -197,8 +202,8 @@ def cmd_train_sinusoid(args: argparse.Namespace, cls: type[FewShotAlgorithm]) ->
                          out_dir=args.out, resume=args.resume, seed=args.seed, progress=not args.quiet)
     result = train(algorithm, sampler, config, extra={"dataset": "sinusoid"})
     return {"command": "train", "algorithm": args.algorithm, "dataset": "sinusoid", "seed": args.seed,
-            "device": str(device), **cfg, "options": options, "episodes": args.episodes,
-            "time_budget": args.time_budget, "results": sinusoid_results(algorithm, args, device),
+            "device": str(device), "device_name": device_name(device), **cfg, "options": options,
+            "episodes": args.episodes, "time_budget": args.time_budget, "results": sinusoid_results(algorithm, args, device),
             "train": result.summary()}
 
 
@@ -246,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     result = train(algorithm, sampler, config, val_sampler=val_sampler, extra=extra)
     results = run_evaluation(algorithm, args, cfg["image_size"], device)
     return {"command": "train", "algorithm": args.algorithm, "dataset": args.dataset, "split": args.split,
-            "protocol": args.protocol, "seed": args.seed, "device": str(device), **cfg, "options": options,
+            "protocol": args.protocol, "seed": args.seed, "device": str(device), "device_name": device_name(device),
+            **cfg, "options": options,
             "episodes": args.episodes, "time_budget": args.time_budget,
             "results": {k: v.to_dict() for k, v in results.items()}, "train": result.summary()}
 
@@ -275,7 +281,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     results = run_evaluation(algorithm, args, image_size, device)
     return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": args.dataset,
             "split": args.split, "protocol": args.protocol, "seed": args.seed, "device": str(device),
-            "image_size": image_size, "test_episodes": args.test_episodes, "test_queries": args.test_queries,
+            "device_name": device_name(device), "image_size": image_size, "test_episodes": args.test_episodes, "test_queries": args.test_queries,
             "results": {k: v.to_dict() for k, v in results.items()},
             **({"checkpoint_train": trained} if trained else {})}
 
@@ -297,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               printer=lambda line: print(line, flush=True), paths=args.paths)
             device = resolve_device(args.device)
             out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "device": str(device),
-                   "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   "device_name": device_name(device),
                    "torch": torch.__version__, "results": rows}
         else:
             out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -53,3 +54,24 @@ def test_readme_results_are_rendered_from_the_saved_runs():
     table = results_table.render(ROOT / "benchmarks" / "results")
     assert table in (ROOT / "README.md").read_text(), "run `python -m metalearn_lib.tools.results_table`"
     assert "pixel-nn" in table
+
+
+def test_results_table_reads_bench_and_provenance_and_skips_other_commands(tmp_path):
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    run = {"command": "train", "algorithm": "protonet", "split": "vinyals", "protocol": "episodes", "device": "cuda",
+           "device_name": "Some GPU", "results": {"5w1s": {"accuracy": 98.25, "ci95": 0.21}}, "train": {"seconds": 250.0}}
+    bench = {"command": "bench", "algorithm": "maml", "device_name": "Some GPU", "torch": "2.x", "results": [
+        {"impl": "metalearn_lib", "setting": "5w1s-mb32-1step-second", "tasks_per_s": 900.0, "peak_mib": 700.2},
+        {"impl": "learn2learn", "setting": "5w1s-mb32-1step-second", "tasks_per_s": 60.0, "peak_mib": 84.0},
+        {"impl": "higher", "setting": "5w1s-mb32-1step-second", "error": "not installed: higher"}]}
+    (gpu / "protonet.json").write_text(json.dumps(run) + "\n")
+    (gpu / "bench_maml.json").write_text(json.dumps(bench) + "\n")
+    (gpu / "env.txt").write_text('name, memory.total [MiB]\nSome GPU, 80000 MiB\n{"torch": "2.x", "python": "3.12"}\n')
+    table = results_table.render(tmp_path)
+    assert "| `gpu/protonet` | protonet | vinyals | Some GPU | 250 s | 98.2 ± 0.2 |" in table
+    assert "| 5w1s-mb32-1step-second | metalearn_lib | 900.0 | 700 | 15.0 |" in table
+    assert "| 5w1s-mb32-1step-second | learn2learn | 60.0 | 84 | 1.0 |" in table
+    assert "higher" not in table.split("× l2l")[1]  # a failed implementation is not a row
+    assert "`gpu/` runs: Some GPU, 80000 MiB (torch 2.x, python 3.12)." in table
+    assert table.count("| `gpu/") == 1  # the bench is not an accuracy row

@@ -32,19 +32,54 @@ PAPERS: dict[str, dict[str, float]] = {
 }
 PAPERS_LAKE_RUNS = {"people": 95.5, "siamese (Koch et al. 2015)": 92.0}
 PAPER_NAMES = {"pixel-nn": "Vinyals et al. 2016 (pixels)", "matching": "Vinyals et al. 2016",
-               "protonet": "Snell et al. 2017", "maml": "Finn et al. 2017", "fomaml": "Finn et al. 2017",
+               "protonet": "Snell et al. 2017", "maml": "Finn et al. 2017", "fomaml": "Finn et al. 2017 (first order)",
                "reptile": "Nichol et al. 2018"}
 
 
-def load_runs(results_dir: Path) -> list[tuple[str, str, dict]]:
-    """(device folder, file stem, JSON) for every saved run, sorted."""
+def load_runs(results_dir: Path, command: tuple[str, ...] = ("train", "evaluate")) -> list[tuple[str, str, dict]]:
+    """(device folder, file stem, JSON) for every saved run of ``command``, sorted."""
     runs = []
     for path in sorted(results_dir.glob("*/*.json")):
         lines = path.read_text().strip().splitlines()
         if not lines:  # a run still in progress (or one that failed) has written nothing yet
             continue
-        runs.append((path.parent.name, path.stem, json.loads(lines[-1])))
+        run = json.loads(lines[-1])
+        if run.get("command") in command:
+            runs.append((path.parent.name, path.stem, run))
     return runs
+
+
+def _device(run: dict) -> str:
+    return run.get("device_name") or run["device"]
+
+
+def provenance(results_dir: Path) -> list[str]:
+    """One line per results folder that records its machine (``env.txt``: the card's name and software)."""
+    lines = []
+    for env in sorted(results_dir.glob("*/env.txt")):
+        facts = [line.strip() for line in env.read_text().splitlines() if line.strip()]
+        card = next((f for f in facts if not f.startswith(("name,", "{"))), "")
+        software = next((json.loads(f) for f in facts if f.startswith("{")), {})
+        extra = ", ".join(f"{k} {software[k]}" for k in ("torch", "python") if k in software)
+        lines.append(f"`{env.parent.name}/` runs: {card}" + (f" ({extra})" if extra else "") + ".")
+    return lines
+
+
+def render_bench(results_dir: Path) -> list[str]:
+    """MAML meta-training throughput (``bench maml``): ours against learn2learn and higher."""
+    lines: list[str] = []
+    for _, stem, run in load_runs(results_dir, ("bench",)):
+        rows = [r for r in run["results"] if "tasks_per_s" in r]
+        l2l = {r["setting"]: r["tasks_per_s"] for r in rows if r["impl"] == "learn2learn"}
+        lines += ["", f"MAML meta-training throughput (`python -m metalearn_lib bench maml`), {run.get('device_name', '')} "
+                  f"(torch {run.get('torch', '?')}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
+                  "one process. *× l2l*: speed relative to learn2learn.", "",
+                  "| setting | implementation | tasks/s | peak MiB | × l2l |", "|---|---|---|---|---|"]
+        for r in rows:
+            peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "–"
+            ratio = f"{r['tasks_per_s'] / l2l[r['setting']]:.1f}" if r["setting"] in l2l else "–"
+            lines.append(f"| {r['setting']} | {r['impl']} | {r['tasks_per_s']:.1f} | {peak} | {ratio} |")
+    return lines
 
 
 def _cell(result: dict | None) -> str:
@@ -70,7 +105,7 @@ def render(results_dir: Path) -> str:
              "|---|---|---|---|---|" + "---|" * len(SETTINGS)]
     for device, stem, run in episodic:
         cells = " | ".join(_cell(run["results"].get(s)) for s in SETTINGS)
-        lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {run['split']} | {run['device']} | "
+        lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {run['split']} | {_device(run)} | "
                      f"{_training(run)} | {cells} |")
     shown = sorted({run["algorithm"] for _, _, run in runs} & set(PAPERS))
     for algo in shown:
@@ -80,10 +115,14 @@ def render(results_dir: Path) -> str:
         lines += ["", "Lake's 20 official within-alphabet 20-way one-shot runs, accuracy (%) ± 95% CI over the runs.", "",
                   "| run | algorithm | device | training | accuracy |", "|---|---|---|---|---|"]
         for device, stem, run in lake:
-            lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {run['device']} | {_training(run)} | "
+            lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {_device(run)} | {_training(run)} | "
                          f"{_cell(run['results']['lake-runs'])} |")
         for who, acc in PAPERS_LAKE_RUNS.items():
             lines.append(f"| paper | {who} | | | {acc:.1f} |")
+    lines += render_bench(results_dir)
+    notes = provenance(results_dir)
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines) + "\n"
 
 
