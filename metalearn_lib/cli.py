@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="omniglot", choices=["omniglot", "sinusoid"],
                        help="data set (default omniglot; sinusoid: MAML's regression tasks, MAML family only)")
         p.add_argument("--split", default="lake", choices=SPLITS, help="class split (default lake)")
-        p.add_argument("--eval", default="5w1s,5w5s,20w1s,20w5s", help="comma-separated settings, e.g. 5w1s,20w1s")
+        p.add_argument("--eval", default=None,
+                       help="comma-separated settings, e.g. 5w1s,20w1s (default 5w1s,5w5s,20w1s,20w5s; for a "
+                            "fixed-size head such as MAML's, the trained number of ways with 1 and 5 shots)")
         p.add_argument("--test-episodes", type=int, default=600, help="test episodes per setting (default 600)")
         p.add_argument("--test-queries", type=int, default=DEFAULT_TEST_QUERIES, help="queries per class at test")
         p.add_argument("--protocol", default="episodes", choices=PROTOCOLS,
@@ -145,6 +147,16 @@ def run_evaluation(algorithm: FewShotAlgorithm, args: argparse.Namespace, image_
     return out
 
 
+DEFAULT_EVAL = "5w1s,5w5s,20w1s,20w5s"
+
+
+def set_default_eval(args: argparse.Namespace, head_ways: int | None) -> None:
+    """Fill in ``--eval`` when it was not given: the four standard settings, or, for a fixed-size head
+    (MAML, Reptile: ``head_ways`` outputs), the ways it can classify with 1 and 5 shots."""
+    if args.eval is None:
+        args.eval = f"{head_ways}w1s,{head_ways}w5s" if head_ways else DEFAULT_EVAL
+
+
 def check_eval_settings(args: argparse.Namespace, image_size: int) -> None:
     """Fail before any training when a test setting cannot be drawn from the test classes."""
     if args.test_episodes <= 0:
@@ -223,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                                              "val_episodes")}
     options = {**d.get("options", {}), **_options(args.options)}
     device = resolve_device(args.device)
+    set_default_eval(args, cfg["train_ways"] if hasattr(cls, "check_ways") else None)
     check_eval_settings(args, cfg["image_size"])
     classes = omniglot(args.split, "train" if cfg["val_every"] else "trainval", image_size=cfg["image_size"],
                        root=args.data_root, download=args.download, rotations=cfg["rotations"] or args.split == "vinyals")
@@ -277,6 +290,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if blob["extra"].get("dataset") == "sinusoid":
             return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": "sinusoid",
                     "seed": args.seed, "device": str(device), "results": sinusoid_results(algorithm, args, device)}
+    head = getattr(algorithm, "ways", None) if hasattr(algorithm, "check_ways") else None
+    set_default_eval(args, head if getattr(algorithm, "problem", "classification") == "classification" else None)
     check_eval_settings(args, image_size)
     results = run_evaluation(algorithm, args, image_size, device)
     return {"command": "evaluate", "model": source, "algorithm": algorithm.name, "dataset": args.dataset,

@@ -79,3 +79,19 @@ def test_train_then_evaluate_checkpoint(data_root, tmp_path, monkeypatch, capsys
     assert "--episodes N or --time-budget" in capsys.readouterr().err
     assert cli.main(["train", "tiny-proto", "--episodes", "2", "--set", "width"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_fixed_head_defaults_to_its_own_ways(data_root, tmp_path, capsys):
+    # MAML's head has train_ways outputs: without --eval, it is tested on what it can classify
+    out_dir = tmp_path / "maml"
+    assert cli.main(["train", "maml", "--episodes", "1", "--meta-batch", "1", "--train-ways", "3", "--test-episodes", "2",
+                     "--set", "test_inner_steps=1", "--out", str(out_dir), "--quiet"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(trained["results"]) == ["3w1s", "3w5s"]
+    assert cli.main(["evaluate", str(out_dir / "last.pt"), "--test-episodes", "2", "--quiet"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(evaluated["results"]) == ["3w1s", "3w5s"]
+    # a metric method keeps the four standard settings
+    assert cli.main(["evaluate", "pixel-nn", "--test-episodes", "2", "--quiet"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]) == \
+        ["20w1s", "20w5s", "5w1s", "5w5s"]
