@@ -18,6 +18,14 @@ endif
 install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	# System packages (Debian), when running as root with apt: Chromium for the browser check of the
+	# built book, and Fashion-MNIST for chapter 8's cross-domain test (offline copy).
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	 test -d /usr/share/datasets/fashion-mnist || missing="$$missing dataset-fashion-mnist"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	   else echo "warning: missing system packages ($$missing): sudo apt-get install$$missing"; fi; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements.txt
@@ -32,6 +40,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build -W --keep-going chapters --config book.yml --toc $(CURDIR)/chapters/_toc.yml
 	$(PY) -m metalearn_lib.tools.check_offline chapters/_build/html
+	$(PY) -m metalearn_lib.tools.check_browser chapters/_build/html --screenshots chapters/_build/screenshots
 	@echo "Book: chapters/_build/html/index.html"
 
 # Two pytest workers on two cores: one torch thread each (and in the notebook kernels they start),
