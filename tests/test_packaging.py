@@ -75,3 +75,13 @@ def test_results_table_reads_bench_and_provenance_and_skips_other_commands(tmp_p
     assert "higher" not in table.split("× l2l")[1]  # a failed implementation is not a row
     assert "`gpu/` runs: Some GPU, 80000 MiB (torch 2.x, python 3.12)." in table
     assert table.count("| `gpu/") == 1  # the bench is not an accuracy row
+
+
+def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    run = {"command": "train", "algorithm": "maml", "dataset": "sinusoid", "device": "cpu", "train": {"seconds": 120.0},
+           "results": {"sinusoid-5shot": {"mse_after_steps": {"1": 0.812, "5": 0.456, "10": 0.3941}, "tasks": 600}}}
+    (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
+    table = results_table.render(tmp_path)
+    assert "| `cpu/maml_sinusoid` | maml | cpu | 120 s | 0.81 | 0.46 | 0.39 |" in table
+    assert "| target | Finn et al. 2017 | | | 0.67 | 0.38 | 0.35 |" in table

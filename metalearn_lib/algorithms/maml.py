@@ -244,11 +244,20 @@ class MAML(FewShotAlgorithm):
         "train_ways": 5, "train_shots": 1, "queries": 1, "meta_batch": 32, "lr": 1e-3, "schedule": "constant",
         "image_size": 28, "rotations": True, "options": {},
     }
-    #: The sinusoid setting (Section 5.1): K = 10 shots, one step of α = 0.01, meta-batch 25, Adam 1e-3
-    #: (vmap over tasks: 7x faster than the loop for this small MLP, even on a CPU).
-    sinusoid_defaults: ClassVar[dict[str, Any]] = {
+    #: The paper's sinusoid setting (Section 5.1): K = 10 shots and 10 query points, one step of
+    #: α = 0.01, meta-batch 25, Adam 1e-3 for 70,000 steps (vmap over tasks: 7x faster than the loop
+    #: for this small MLP, even on a CPU).
+    sinusoid_paper: ClassVar[dict[str, Any]] = {
         "train_shots": 10, "queries": 10, "meta_batch": 25, "lr": 1e-3, "schedule": "constant",
         "options": {"inner_lr": 0.01, "inner_steps": 1, "test_inner_steps": 10, "vectorize": True},
+    }
+    #: What ``train maml --dataset sinusoid`` uses: the same tasks, network, α and inner step, with a
+    #: recipe for minutes rather than hours (``benchmarks/cpu_optimization.sh``): 25 query points per
+    #: task, a less noisy meta-gradient for little extra work, and Adam 3e-3 decayed to 0 by a cosine.
+    #: At 4,000 outer steps this gave 5-shot MSEs of 0.95 / 0.56 / 0.48 after 1 / 5 / 10 steps, against
+    #: 0.96 / 0.74 / 0.65 with the paper's 10 queries and constant 1e-3.
+    sinusoid_defaults: ClassVar[dict[str, Any]] = {
+        **sinusoid_paper, "queries": 25, "lr": 3e-3, "schedule": "cosine",
     }
     def __init__(self, in_channels: int = 1, image_size: int = 28, ways: int = 5, net: nn.Module | None = None,
                  inner_lr: float | Sequence[float] = 0.4, inner_steps: int = 1, test_inner_steps: int = 3,

@@ -31,6 +31,8 @@ PAPERS: dict[str, dict[str, float]] = {
     "reptile": {"5w1s": 97.7, "5w5s": 99.5, "20w1s": 89.4, "20w5s": 97.1},   # Nichol et al. 2018
 }
 PAPERS_LAKE_RUNS = {"people": 95.5, "siamese (Koch et al. 2015)": 92.0}
+#: MAML's sinusoid regression, 5-shot mean squared error after 1 / 5 / 10 inner steps (the book's targets).
+PAPER_SINUSOID = {"1": 0.67, "5": 0.38, "10": 0.35}
 PAPER_NAMES = {"pixel-nn": "Vinyals et al. 2016 (pixels)", "matching": "Vinyals et al. 2016",
                "protonet": "Snell et al. 2017", "maml": "Finn et al. 2017", "fomaml": "Finn et al. 2017 (first order)",
                "reptile": "Nichol et al. 2018"}
@@ -119,6 +121,15 @@ def render(results_dir: Path) -> str:
                          f"{_cell(run['results']['lake-runs'])} |")
         for who, acc in PAPERS_LAKE_RUNS.items():
             lines.append(f"| paper | {who} | | | {acc:.1f} |")
+    sinusoid = [(d, s, r) for d, s, r in runs if r.get("dataset") == "sinusoid"]
+    if sinusoid:
+        lines += ["", "MAML's sinusoid regression: 5-shot mean squared error on new tasks after 1, 5 and 10 inner steps.",
+                  "", "| run | algorithm | device | training | 1 step | 5 steps | 10 steps |", "|---|---|---|---|---|---|---|"]
+        for device, stem, run in sinusoid:
+            mse = run["results"]["sinusoid-5shot"]["mse_after_steps"]
+            lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {_device(run)} | {_training(run)} | "
+                         + " | ".join(f"{mse[k]:.2f}" for k in ("1", "5", "10")) + " |")
+        lines.append("| target | Finn et al. 2017 | | | " + " | ".join(f"{v:.2f}" for v in PAPER_SINUSOID.values()) + " |")
     lines += render_bench(results_dir)
     notes = provenance(results_dir)
     if notes:
