@@ -25,8 +25,8 @@ run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
 # meta-batches of 4 on a CPU (--quick), three timed steps each after a warm-up step.
 run bench_maml bench maml --device cpu --quick --paths --steps 3
 
-# MAML's sinusoid regression with the class's sinusoid defaults (the paper's tasks, network, α and one
-# inner step; 25 query points and Adam 3e-3 with a cosine decay for a short budget).
+# MAML's sinusoid regression with the class's sinusoid defaults (the paper's settings, with Adam 3e-3
+# and a cosine decay for a short budget).
 run maml_sinusoid train maml --dataset sinusoid --time-budget 120 --device cpu --quiet
 
 # MAML on Omniglot 5-way 1-shot: the paper's α = 0.4, one inner step (three at test) and rotations, with
