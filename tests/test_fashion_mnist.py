@@ -6,14 +6,17 @@ Runs on tiny idx files the tests write; the real files (Debian's dataset-fashion
 from __future__ import annotations
 
 import gzip
+import importlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from metalearn_lib.data import fashion_mnist as fm
 from metalearn_lib.data.paths import DataNotFoundError
+
+# the module, not the function that metalearn_lib.data re-exports under the same name
+fm = importlib.import_module("metalearn_lib.data.fashion_mnist")
 
 LABELS = np.array([2, 0, 1, 0, 2, 1, 1, 0], dtype=np.uint8)
 
