@@ -19,8 +19,10 @@ install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	# System packages (Debian), when running as root with apt: Chromium for the browser check of the
-	# built book, and Fashion-MNIST for chapter 8's cross-domain test (offline copy).
+	# built book (and a Chinese font, so the glossary's terms show in its screenshots), and
+	# Fashion-MNIST for chapter 8's cross-domain test (offline copy).
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	 fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	 test -d /usr/share/datasets/fashion-mnist || missing="$$missing dataset-fashion-mnist"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -6,6 +6,7 @@
 # average before/after each run to benchmarks/results/cpu/load.txt.
 #
 #   METALEARN_DATA=/path/to/omniglot bash benchmarks/cpu_metric.sh
+#   ONLY="matching siamese" bash benchmarks/cpu_metric.sh      (a subset of the three methods)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -14,6 +15,8 @@ RUNS=${RUNS_DIR:-/tmp/metalearn_cpu_metric}    # checkpoints (not kept in the re
 # The machine is shared: one intra-op thread per process avoids oversubscription (3x faster under load).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT" "$RUNS"
+ONLY=" ${ONLY:-protonet matching siamese} "
+want() { [[ "$ONLY" == *" $1 "* ]]; }
 
 run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
   local name=$1; shift
@@ -25,17 +28,18 @@ run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
 
 # Prototypical Networks: 20-way 1-shot 5-query episodes on all 964 background characters x 4 rotations,
 # Adam 2e-3 with a cosine schedule (the class defaults).
-run protonet train protonet --split lake --time-budget 240 --eval 5w1s,20w1s --test-episodes 600 \
+want protonet && run protonet train protonet --split lake --time-budget 240 --eval 5w1s,20w1s --test-episodes 600 \
     --out "$RUNS/protonet"
-run protonet_lake-runs evaluate "$RUNS/protonet/last.pt" --protocol lake-runs
+want protonet && run protonet_lake-runs evaluate "$RUNS/protonet/last.pt" --protocol lake-runs
 
 # Matching Networks (no FCE), cosine attention scaled by 10 (the class defaults).
-run matching train matching --split lake --time-budget 240 --eval 5w1s,20w1s --test-episodes 600 \
+want matching && run matching train matching --split lake --time-budget 240 --eval 5w1s,20w1s --test-episodes 600 \
     --out "$RUNS/matching"
-run matching_lake-runs evaluate "$RUNS/matching/last.pt" --protocol lake-runs
+want matching && run matching_lake-runs evaluate "$RUNS/matching/last.pt" --protocol lake-runs
 
 # Siamese network, contrastive loss on the shared Conv-4 at 28x28 (Koch's 105x105 network is too slow
 # for 240 s on a CPU), pairs from 20-way episodes of 1 + 4 images per class.
-run siamese_lake-runs train siamese --split lake --time-budget 240 --protocol lake-runs \
+want siamese && run siamese_lake-runs train siamese --split lake --time-budget 240 --protocol lake-runs \
     --set variant=contrastive --out "$RUNS/siamese"
-run siamese evaluate "$RUNS/siamese/last.pt" --eval 5w1s,20w1s --test-episodes 600
+want siamese && run siamese evaluate "$RUNS/siamese/last.pt" --eval 5w1s,20w1s --test-episodes 600
+true  # a method left out by ONLY is not a failure
