@@ -114,11 +114,8 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
             vectorize: bool | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
-    if impl in PATH_IMPLS:
-        vectorize = PATH_IMPLS[impl]
-        module, step = step_metalearn_lib(setting, net, vectorize)
-    elif impl == "metalearn_lib":
-        module, step = step_metalearn_lib(setting, net, vectorize)
+    if impl.startswith("metalearn_lib"):
+        module, step = step_metalearn_lib(setting, net, PATH_IMPLS.get(impl, vectorize))
     elif impl == "learn2learn":
         module, step = step_learn2learn(setting, net)
     else:

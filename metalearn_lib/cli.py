@@ -314,9 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.steps is not None and args.steps <= 0:
                 raise UsageError(f"--steps must be positive, got {args.steps}")
-            rows = bench_maml(resolve_device(args.device), quick=args.quick, timed_steps=args.steps,
-                              printer=lambda line: print(line, flush=True), paths=args.paths)
             device = resolve_device(args.device)
+            rows = bench_maml(device, quick=args.quick, timed_steps=args.steps,
+                              printer=lambda line: print(line, flush=True), paths=args.paths)
             out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "device": str(device),
                    "device_name": device_name(device),
                    "torch": torch.__version__, "results": rows}

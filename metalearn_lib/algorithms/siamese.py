@@ -220,7 +220,9 @@ def pair_scores(model: Siamese, x1: Tensor, x2: Tensor, batch_size: int = 512) -
         model.train(was_training)
 
 
-def _check_scores(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def check_scores(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Flattened float64 ``(scores, labels)`` of verification pairs, or one clear ``ValueError``
+    (shapes differ, labels not 0/1, or only one kind of pair). Shared by every ROC-based measure."""
     scores, labels = scores.detach().flatten().double(), labels.detach().flatten().double()
     if scores.shape != labels.shape:
         raise ValueError(f"need one label per score, got {scores.numel()} scores and {labels.numel()} labels")
@@ -238,7 +240,7 @@ def roc_curve(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     Thresholds decrease from ``+inf`` (nothing predicted same: the point (0, 0)) to the lowest score
     (everything predicted same: (1, 1)). Tied scores move the curve in one diagonal step.
     """
-    scores, labels = _check_scores(scores, labels)
+    scores, labels = check_scores(scores, labels)
     order = torch.argsort(scores, descending=True, stable=True)
     s, l = scores[order], labels[order]
     tps, fps = l.cumsum(0), (1 - l).cumsum(0)
@@ -276,7 +278,7 @@ def verification_accuracy(scores: Tensor, labels: Tensor, threshold: float | Non
     With ``threshold=None`` the best threshold on these pairs is chosen (an optimistic figure: pick it
     on validation pairs and pass it in for an honest one).
     """
-    s, l = _check_scores(scores, labels)
+    s, l = check_scores(scores, labels)
     if threshold is not None:
         return float(((s >= threshold).double() == l).double().mean()), float(threshold)
     fpr, tpr, thresholds = roc_curve(s, l)
@@ -287,4 +289,4 @@ def verification_accuracy(scores: Tensor, labels: Tensor, threshold: float | Non
 
 
 __all__ = ["Siamese", "KochNet", "balanced_pairs", "contrastive_loss", "verification_pairs", "pair_scores",
-           "roc_curve", "auc", "equal_error_rate", "verification_accuracy"]
+           "check_scores", "roc_curve", "auc", "equal_error_rate", "verification_accuracy"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalearn_lib.algorithms.siamese import _check_scores, roc_curve, verification_accuracy
+from metalearn_lib.algorithms.siamese import check_scores, roc_curve, verification_accuracy
 
 
 def pair_indices(class_ids: Tensor, impostors: int, group_ids: Tensor | None = None,
@@ -72,7 +72,7 @@ def pair_indices(class_ids: Tensor, impostors: int, group_ids: Tensor | None = N
 
 def error_rates(scores: Tensor, labels: Tensor, threshold: float) -> tuple[float, float]:
     """``(far, frr)`` of accepting "same" when ``score >= threshold`` (labels: 1 same, 0 different)."""
-    s, l = _check_scores(scores, labels)
+    s, l = check_scores(scores, labels)
     accept = s >= threshold
     far = accept[l == 0].double().mean()
     frr = (~accept[l == 1]).double().mean()
@@ -121,7 +121,7 @@ def kfold_accuracy(scores: Tensor, labels: Tensor, folds: int = 10) -> KFoldResu
     Pairs are split in their given order, as LFW's ``pairs.txt`` lists them fold by fold; shuffle first
     if your pairs are sorted by label. Every training part must hold both same and different pairs.
     """
-    s, l = _check_scores(scores, labels)
+    s, l = check_scores(scores, labels)
     if not isinstance(folds, int) or folds < 2 or folds > len(s):
         raise ValueError(f"folds must be an integer between 2 and the number of pairs ({len(s)}), got {folds!r}")
     bounds = [round(k * len(s) / folds) for k in range(folds + 1)]
