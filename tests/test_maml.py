@@ -166,6 +166,33 @@ def test_vmap_equals_loop(cls, options):
     close(meta_grad(algo, batch, vectorize=True), meta_grad(algo, batch, vectorize=False), tol=1e-9)
 
 
+@pytest.mark.parametrize("cls,options", [(MAML, {"inner_steps": 2}), (FOMAML, {"inner_steps": 2}), (MetaSGD, {}),
+                                         (MAML, {"lr_mode": "per_step", "inner_steps": 2})])
+@pytest.mark.parametrize("problem", ["regression", "classification"])
+def test_batched_mlp_equals_loop(cls, options, problem):
+    """The "bmm" path (per-task views of θ, batched matrix products) gives the loop's meta-gradient."""
+    if problem == "regression":
+        net = nn.Sequential(nn.Linear(1, 6), nn.ReLU(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 1))
+        batch = SinusoidSampler(shots=5, queries=7, seed=0).sample_batch(TASKS)
+    else:
+        net, batch = mlp(), vector_batch()
+    algo = cls(net=net, ways=WAYS, inner_lr=0.05, problem=problem, vectorize="bmm", **options)
+    close(meta_grad(algo, batch, vectorize="bmm"), meta_grad(algo, batch, vectorize=False), tol=1e-9)
+    algo.vectorize = "bmm"
+    torch.testing.assert_close(algo.meta_loss(batch)[1], algo.meta_loss(batch, vectorize=False)[1])
+
+
+def test_batched_mlp_refuses_other_networks():
+    with pytest.raises(ValueError, match="multilayer perceptrons only"):
+        MAML(net=tiny_conv(), ways=WAYS, vectorize="bmm")
+    with pytest.raises(ValueError, match="multilayer perceptrons only"):
+        MAML(net=mlp(bn=True), ways=WAYS, vectorize="bmm")  # batch statistics would mix the tasks
+    with pytest.raises(ValueError, match="ANIL"):
+        ANIL(net=Split(), ways=WAYS, vectorize="bmm")
+    with pytest.raises(ValueError, match="vectorize must be"):
+        MAML(net=mlp(), ways=WAYS, vectorize="fast")
+
+
 @pytest.mark.parametrize("steps", [1, 2])
 def test_first_order_is_query_gradient_at_adapted_weights(steps):
     """FOMAML's meta-gradient = ∇L_query(θ'): second order without the Hessian terms."""

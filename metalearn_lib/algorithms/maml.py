@@ -27,17 +27,24 @@ with its own statistics. This *transductive* protocol is the one behind the publ
 numbers (the original code never kept running averages); document it when comparing with inductive
 methods.
 
-Meta-batch over tasks, two paths giving the same meta-gradient (``tests/test_maml.py``):
+Meta-batch over tasks, three paths giving the same meta-gradient (``tests/test_maml.py``):
 
 - a Python loop over tasks, one backward per task (low memory);
 - ``torch.func.vmap`` over tasks, with ``torch.func.grad`` for the inner gradients (``autograd.grad``
-  cannot see through ``vmap``). ``vectorize=None`` picks vmap on CUDA (it removes per-task kernel
-  launches) and the loop on CPU. Measured on the book's shared 2-core CPU (torch 2.14, one thread,
-  after a warm-up step): Conv4 5-way 1-shot, second order, meta-batch 8: 0.77 s per step with the
-  loop, 0.76 s with vmap (no gain; an earlier measurement under other load found vmap 8x slower);
-  the sinusoid MLP, meta-batch 25: 69 ms with the loop, 10 ms with vmap, so the sinusoid settings
-  (``sinusoid_defaults``) turn vmap on. With two threads on a busy machine every figure was 3-14x
-  worse: set ``OMP_NUM_THREADS=1`` when the machine is shared.
+  cannot see through ``vmap``);
+- ``"bmm"``, for multilayer perceptrons only (``nn.Sequential`` of ``nn.Linear`` and parameter-free
+  layers such as ``nn.ReLU``): every task gets its own view of θ as a batched tensor ``[tasks, ...]``
+  (an ``expand``, no memory copied) and the network runs as batched matrix products. Plain autograd
+  then gives every task its own inner gradient, without vmap's per-operation overhead.
+
+``vectorize=None`` picks vmap on CUDA (it removes per-task kernel launches) and the loop on CPU.
+Measured on the book's shared 2-core CPU (torch 2.14, one thread, after a warm-up step): Conv4 5-way
+1-shot, second order, meta-batch 8: 0.77 s per step with the loop, 0.76 s with vmap (no gain; an
+earlier measurement under other load found vmap 8x slower). The sinusoid MLP, meta-batch 25: 69 ms
+with the loop, 10 ms with vmap, and 3.8 ms with ``"bmm"`` against vmap's 9.4 ms when the two were
+timed in turn in one process on a busy machine; the sinusoid settings (``sinusoid_defaults``) use
+``"bmm"``. With two threads on a busy machine every figure was 3-14x worse: set
+``OMP_NUM_THREADS=1`` when the machine is shared.
 
 A PyTorch bug worked around here: differentiating ``torch.func.grad`` of ``batch_norm`` inside
 ``vmap`` gives wrong second-order gradients (about 1e-2 off for Conv4, torch 2.14; first order and
@@ -68,6 +75,9 @@ StepRate = Union[float, Tensor, Mapping[str, Tensor]]
 #: reused when there are more steps than rates).
 LearningRate = Union[StepRate, Sequence[StepRate]]
 
+#: ``forward(params, x)``: a network run with the given parameters.
+Forward = Callable[[Params, Tensor], Tensor]
+
 LR_MODES = ("fixed", "per_step", "per_param")
 PROBLEMS = ("classification", "regression")
 
@@ -83,16 +93,18 @@ def check_head_ways(algorithm: Any, ways: int) -> None:
 # ----------------------------------------------------------------------------------------------- inner loop
 
 def inner_gradients(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
-                    create_graph: bool, functional: bool = False) -> Params:
+                    create_graph: bool, functional: bool = False, forward: Forward | None = None) -> Params:
     """Gradient of ``loss_fn(net(x; params), y)`` with respect to each tensor of ``params``.
 
     ``functional=False`` uses ``torch.autograd.grad`` (``create_graph`` keeps it differentiable);
     ``functional=True`` uses ``torch.func.grad``, which is what works inside ``torch.func.vmap``
     (its result is always differentiable by an outer ``backward``; detach it for first order).
+    ``forward(params, x)`` replaces ``functional_call(net, params, (x,))`` (the batched MLP path).
     """
+    run = forward or (lambda p, inputs: functional_call(net, p, (inputs,)))
     if functional:
-        return torch.func.grad(lambda p: loss_fn(functional_call(net, p, (x,)), y))(params)
-    loss = loss_fn(functional_call(net, params, (x,)), y)
+        return torch.func.grad(lambda p: loss_fn(run(p, x), y))(params)
+    loss = loss_fn(run(params, x), y)
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
     # a parameter the loss does not depend on has gradient zero, not None
     return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
@@ -107,7 +119,8 @@ def _step_rate(lr: LearningRate, step: int) -> StepRate:
 
 
 def adapt(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int,
-          lr: LearningRate, first_order: bool = False, functional: bool = False) -> Params:
+          lr: LearningRate, first_order: bool = False, functional: bool = False,
+          forward: Forward | None = None) -> Params:
     """``steps`` gradient-descent steps on ``loss_fn(net(x), y)``, starting from ``params``: θ' (a new dict).
 
     Args:
@@ -121,6 +134,7 @@ def adapt(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
         first_order: treat the inner gradients as constants (first-order MAML): the result is still a
             function of θ (θ' = θ - α·g with g detached), so the meta-gradient is the query gradient at θ'.
         functional: compute inner gradients with ``torch.func.grad`` (needed inside ``vmap``).
+        forward: ``forward(params, x)`` instead of ``functional_call(net, params, (x,))``.
 
     With ``first_order=False`` the returned tensors keep the graph of the inner steps, so a backward
     from a loss at θ' gives the full second-order meta-gradient.
@@ -128,7 +142,8 @@ def adapt(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
     if steps < 0:
         raise ValueError(f"the number of inner steps must be >= 0, got {steps}")
     for step in range(steps):
-        grads = inner_gradients(net, params, x, y, loss_fn, create_graph=not first_order, functional=functional)
+        grads = inner_gradients(net, params, x, y, loss_fn, create_graph=not first_order, functional=functional,
+                                forward=forward)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         rate = _step_rate(lr, step)
@@ -191,6 +206,46 @@ def _explicit_batchnorm(net: nn.Module) -> Iterator[None]:
             m.explicit = False
 
 
+# ------------------------------------------------------------------------------- batched MLP path ("bmm")
+
+def check_batched_mlp(net: nn.Module) -> None:
+    """Raise unless ``net`` is an ``nn.Sequential`` of ``nn.Linear`` and parameter-free per-sample layers.
+
+    BatchNorm is refused: its statistics would mix the tasks.
+    """
+    ok = isinstance(net, nn.Sequential) and all(
+        isinstance(m, nn.Linear) or not (any(True for _ in m.parameters()) or isinstance(m, nn.modules.batchnorm._BatchNorm))
+        for m in net)
+    if not ok:
+        raise ValueError('vectorize="bmm" runs multilayer perceptrons only (an nn.Sequential of nn.Linear and '
+                         'parameter-free layers such as nn.ReLU); use vectorize=True (vmap) or False (a loop) '
+                         f'for {type(net).__name__}')
+
+
+def batched_mlp(net: nn.Sequential, params: Params, x: Tensor) -> Tensor:
+    """``net`` applied task by task: ``params`` hold ``[tasks, ...]`` tensors, ``x`` is ``[tasks, n, in]``.
+
+    Linear layers become batched matrix products (an input or output width of one, as in the sinusoid
+    MLP, is a broadcast product instead: cheaper than a matrix product on a CPU); other layers run on
+    every sample of every task as one batch.
+    """
+    h = x
+    for name, layer in net.named_children():
+        if isinstance(layer, nn.Linear):
+            weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+            if weight.shape[-1] == 1:
+                h = h * weight.transpose(1, 2)
+            elif weight.shape[-2] == 1:
+                h = (h * weight).sum(-1, keepdim=True)
+            else:
+                h = torch.bmm(h, weight.transpose(1, 2))
+            if bias is not None:
+                h = h + bias.unsqueeze(1)
+        else:  # a per-sample layer (activation, Flatten): run on all tasks' samples as one batch
+            h = layer(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+    return h
+
+
 # ------------------------------------------------------------------------------------------- algorithms
 
 def sinusoid_mlp(hidden: Sequence[int] = (40, 40)) -> nn.Sequential:
@@ -228,8 +283,9 @@ class MAML(FewShotAlgorithm):
             MAML++), ``"per_param"`` (Meta-SGD: one learned α per parameter entry).
         head_only: adapt only the final layer ``net.head`` (ANIL); the body runs once per batch.
         problem: ``"classification"`` (cross-entropy) or ``"regression"`` (mean squared error).
-        vectorize: vmap over the tasks of a meta-batch (True), a Python loop (False), or None: vmap
-            on CUDA, the loop on CPU.
+        vectorize: vmap over the tasks of a meta-batch (True), a Python loop (False), None (vmap on
+            CUDA, the loop on CPU), or ``"bmm"``: batched matrix products, for an MLP only (the
+            sinusoid; see the module docstring).
 
     A checkpoint stores these settings, not a custom ``net``: one built with its own ``net`` cannot be
     rebuilt by ``evaluate`` from the checkpoint alone.
@@ -245,26 +301,31 @@ class MAML(FewShotAlgorithm):
         "image_size": 28, "rotations": True, "options": {},
     }
     #: The paper's sinusoid setting (Section 5.1): K = 10 shots and 10 query points, one step of
-    #: α = 0.01, meta-batch 25, Adam 1e-3 for 70,000 steps (vmap over tasks: 7x faster than the loop
-    #: for this small MLP, even on a CPU).
+    #: α = 0.01, meta-batch 25, Adam 1e-3 for 70,000 steps (with the batched MLP path, ``"bmm"``:
+    #: faster than vmap or the loop for this small MLP).
     sinusoid_paper: ClassVar[dict[str, Any]] = {
         "train_shots": 10, "queries": 10, "meta_batch": 25, "lr": 1e-3, "schedule": "constant",
-        "options": {"inner_lr": 0.01, "inner_steps": 1, "test_inner_steps": 10, "vectorize": True},
+        "options": {"inner_lr": 0.01, "inner_steps": 1, "test_inner_steps": 10, "vectorize": "bmm"},
     }
     #: What ``train maml --dataset sinusoid`` uses: the paper's tasks, network, α, inner step and
-    #: queries, with Adam 3e-3 decayed to 0 by a cosine, a recipe for minutes rather than hours
-    #: (``benchmarks/cpu_optimization.sh``). Two runs of 120 s on one CPU thread (14,600 and 16,300
-    #: outer steps) gave 5-shot MSEs of 0.67-0.77 / 0.47-0.49 / 0.39 after 1 / 5 / 10 steps, short of
-    #: the paper's 0.67 / 0.38 / 0.35 after 70,000 steps. Two alternatives diverged after
-    #: 10 test steps of α = 0.01 (MSE 5.7 and 2.8e6): 25 query points per task with this schedule, and
-    #: 25 query points with the paper's constant 1e-3. Meta-training for one step does not promise
-    #: stability over ten.
-    sinusoid_defaults: ClassVar[dict[str, Any]] = {**sinusoid_paper, "lr": 3e-3, "schedule": "cosine"}
+    #: queries, with meta-batches of 50 tasks and Adam 3e-3 decayed to 0 by a cosine, a recipe for
+    #: minutes rather than hours (``benchmarks/cpu_optimization.sh``). With the batched MLP path a
+    #: meta-batch of 50 costs a fifth more time than one of 25 (5.7 against 4.9 ms per step): in a
+    #: 120 s sweep run beside another (``benchmarks/cpu_sweep.sh``) it reached 5-shot MSEs of
+    #: 0.66 / 0.37 / 0.33 after 1 / 5 / 10 steps against 0.63 / 0.44 / 0.38 with 25. Two
+    #: alternatives diverged after 10 test steps of α = 0.01 (MSE 5.7 and 2.8e6): 25 query points per
+    #: task with this schedule, and 25 query points with the paper's constant 1e-3. Meta-training for
+    #: one step does not promise stability over ten.
+    sinusoid_defaults: ClassVar[dict[str, Any]] = {**sinusoid_paper, "meta_batch": 50, "lr": 3e-3,
+                                                   "schedule": "cosine"}
     def __init__(self, in_channels: int = 1, image_size: int = 28, ways: int = 5, net: nn.Module | None = None,
                  inner_lr: float | Sequence[float] = 0.4, inner_steps: int = 1, test_inner_steps: int = 3,
                  first_order: bool = False, lr_mode: str = "fixed", head_only: bool = False,
-                 problem: str = "classification", vectorize: bool | None = None, **_: Any) -> None:
+                 problem: str = "classification", vectorize: bool | str | None = None, **_: Any) -> None:
         super().__init__()
+        if vectorize not in (None, True, False, "bmm"):
+            raise ValueError(f'vectorize must be True (vmap), False (a loop), None (choose by device) or "bmm" '
+                             f'(batched MLP), got {vectorize!r}')
         first_order, head_only = bool(first_order), bool(head_only)
         if lr_mode not in LR_MODES:
             raise ValueError(f"lr_mode must be one of {', '.join(LR_MODES)}, got {lr_mode!r}")
@@ -292,6 +353,10 @@ class MAML(FewShotAlgorithm):
             raise ValueError("head_only (ANIL) needs a net with .features (the body) and .head (the adapted layer)")
         _make_vmap_safe(net)
         self.net = net
+        if vectorize == "bmm":
+            if head_only:
+                raise ValueError('vectorize="bmm" adapts a whole MLP; for ANIL (head_only) use vectorize=True or False')
+            check_batched_mlp(net)
         self.loss_fn: LossFn = F.mse_loss if problem == "regression" else F.cross_entropy
         # the fixed rates are plain numbers; learned rates are parameters, meta-trained with θ
         self.fixed_lr = rates
@@ -318,7 +383,26 @@ class MAML(FewShotAlgorithm):
         return self.fixed_lr if len(self.fixed_lr) > 1 else self.fixed_lr[0]
 
     def _use_vmap(self, device: torch.device) -> bool:
-        return device.type == "cuda" if self.vectorize is None else bool(self.vectorize)
+        return device.type == "cuda" if self.vectorize is None else self.vectorize is True
+
+    def _batched_tasks(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``"bmm"`` path: per-task query losses ``[tasks]`` and outputs, all tasks at once."""
+        tasks, module = xs.shape[0], self.net
+
+        def task_losses(out: Tensor, y: Tensor) -> Tensor:
+            flat = self.loss_fn(out.flatten(0, 1), y.flatten(0, 1), reduction="none")
+            return flat.reshape(tasks, -1).mean(1)
+
+        def forward(params: Params, x: Tensor) -> Tensor:
+            return batched_mlp(module, params, x)  # type: ignore[arg-type]
+
+        # one view of θ per task: autograd then keeps the tasks' inner gradients apart
+        theta = {k: p.expand(tasks, *p.shape) for k, p in module.named_parameters()}
+        # the inner loss sums the tasks' mean losses, so each task's gradient is its own mean's
+        fast = adapt(module, theta, xs, ys, lambda o, y: task_losses(o, y).sum(), self.inner_steps,
+                     self.inner_learning_rate(), first_order=self.first_order, forward=forward)
+        out = forward(fast, xq)
+        return task_losses(out, yq), out
 
     def _task(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int, first_order: bool,
               functional: bool) -> tuple[Tensor, Tensor]:
@@ -332,14 +416,24 @@ class MAML(FewShotAlgorithm):
 
     # -- the FewShotAlgorithm interface
 
-    def meta_loss(self, batch: Any, vectorize: bool | None = None, backward: bool = False) -> tuple[Tensor, Tensor]:
+    def meta_loss(self, batch: Any, vectorize: bool | str | None = None,
+                  backward: bool = False) -> tuple[Tensor, Tensor]:
         """Mean query loss over the tasks of ``batch`` after ``inner_steps`` steps, and the query outputs.
+
+        ``vectorize`` overrides the algorithm's own choice of path for this call.
 
         ``backward=True`` also fills ``.grad`` (the loop path then frees each task's graph as it goes).
         """
         xs, ys, xq, yq = _task_tensors(batch)
-        use_vmap = self._use_vmap(xs.device) if vectorize is None else vectorize
+        mode = self.vectorize if vectorize is None else vectorize
+        use_vmap = xs.device.type == "cuda" if mode is None else mode is True
         tasks = xs.shape[0]
+        if mode == "bmm":
+            losses, outs = self._batched_tasks(xs, ys, xq, yq)
+            loss = losses.mean()
+            if backward:
+                loss.backward()
+            return loss.detach() if backward else loss, outs.detach()
         if use_vmap:
             for m in self.net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training:
