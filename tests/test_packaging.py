@@ -85,3 +85,18 @@ def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):
     table = results_table.render(tmp_path)
     assert "| `cpu/maml_sinusoid` | maml | cpu | 120 s | 0.81 | 0.46 | 0.39 |" in table
     assert "| target | Finn et al. 2017 | | | 0.67 | 0.38 | 0.35 |" in table
+
+
+def test_benchmark_scripts_parse_and_name_real_commands():
+    """Every benchmark script is valid bash, and each ``train``/``evaluate`` it runs names a registered algorithm."""
+    import subprocess
+
+    from metalearn_lib.algorithms import ALGORITHMS
+
+    scripts = sorted((ROOT / "benchmarks").glob("*.sh"))
+    assert scripts
+    for script in scripts:
+        check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, f"{script.name}: {check.stderr}"
+        for algo in re.findall(r"\btrain (\w+) --", script.read_text()):
+            assert algo in ALGORITHMS, f"{script.name} trains unknown algorithm {algo!r}"
