@@ -14,14 +14,10 @@ mkdir -p "$OUT"
 
 run() {  # run NAME ARGS...
   local name=$1; shift
-  local eval=5w1s,20w1s
-  if [[ " $* " == *" --dataset sinusoid "* ]]; then  # regression: its own test (600 tasks)
-    "$PY" -m metalearn_lib train "$@" --quiet --device cpu | tail -n 1 > "$OUT/$name.json"
-    return
-  fi
-  [[ $1 == maml ]] && eval=5w1s
-  "$PY" -m metalearn_lib train "$@" --quiet --device cpu --split lake --eval "$eval" --test-episodes 300 \
-      | tail -n 1 > "$OUT/$name.json"
+  local test=(--split lake --eval 5w1s,20w1s --test-episodes 300)
+  [[ $1 == maml ]] && test[3]=5w1s                           # a 5-way head
+  [[ " $* " == *" --dataset sinusoid "* ]] && test=()        # regression: its own test (600 tasks)
+  "$PY" -m metalearn_lib train "$@" --quiet --device cpu "${test[@]}" | tail -n 1 > "$OUT/$name.json"
 }
 
 pair() {  # pair "NAME ARGS" "NAME ARGS": two runs side by side

@@ -88,7 +88,7 @@ def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):
 
 
 def test_benchmark_scripts_parse_and_name_real_commands():
-    """Every benchmark script is valid bash, and each ``train``/``evaluate`` it runs names a registered algorithm."""
+    """Every benchmark script is valid bash, and each ``train`` command it runs names a registered algorithm."""
     import subprocess
 
     from metalearn_lib.algorithms import ALGORITHMS

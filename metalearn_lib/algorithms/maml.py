@@ -213,9 +213,10 @@ def check_batched_mlp(net: nn.Module) -> None:
 
     BatchNorm is refused: its statistics would mix the tasks.
     """
-    ok = isinstance(net, nn.Sequential) and all(
-        isinstance(m, nn.Linear) or not (any(True for _ in m.parameters()) or isinstance(m, nn.modules.batchnorm._BatchNorm))
-        for m in net)
+    def per_sample(m: nn.Module) -> bool:
+        return not any(True for _ in m.parameters()) and not isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+    ok = isinstance(net, nn.Sequential) and all(isinstance(m, nn.Linear) or per_sample(m) for m in net)
     if not ok:
         raise ValueError('vectorize="bmm" runs multilayer perceptrons only (an nn.Sequential of nn.Linear and '
                          'parameter-free layers such as nn.ReLU); use vectorize=True (vmap) or False (a loop) '
@@ -382,8 +383,15 @@ class MAML(FewShotAlgorithm):
             return {k.replace("__", "."): v for k, v in self.param_lr.items()}
         return self.fixed_lr if len(self.fixed_lr) > 1 else self.fixed_lr[0]
 
+    def _path(self, device: torch.device, vectorize: bool | str | None = None) -> str:
+        """``"loop"``, ``"vmap"`` or ``"bmm"``: ``vectorize`` if given, else the algorithm's own choice."""
+        mode = self.vectorize if vectorize is None else vectorize
+        if mode is None:
+            return "vmap" if device.type == "cuda" else "loop"
+        return "bmm" if mode == "bmm" else "vmap" if mode else "loop"
+
     def _use_vmap(self, device: torch.device) -> bool:
-        return device.type == "cuda" if self.vectorize is None else self.vectorize is True
+        return self._path(device) == "vmap"
 
     def _batched_tasks(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> tuple[Tensor, Tensor]:
         """The ``"bmm"`` path: per-task query losses ``[tasks]`` and outputs, all tasks at once."""
@@ -425,36 +433,32 @@ class MAML(FewShotAlgorithm):
         ``backward=True`` also fills ``.grad`` (the loop path then frees each task's graph as it goes).
         """
         xs, ys, xq, yq = _task_tensors(batch)
-        mode = self.vectorize if vectorize is None else vectorize
-        use_vmap = xs.device.type == "cuda" if mode is None else mode is True
+        path = self._path(xs.device, vectorize)
         tasks = xs.shape[0]
-        if mode == "bmm":
-            losses, outs = self._batched_tasks(xs, ys, xq, yq)
-            loss = losses.mean()
-            if backward:
-                loss.backward()
-            return loss.detach() if backward else loss, outs.detach()
-        if use_vmap:
+        if path == "loop":
+            losses, outs = [], []
+            for i in range(tasks):
+                loss_i, out_i = self._task(xs[i], ys[i], xq[i], yq[i], self.inner_steps, self.first_order, False)
+                if backward:
+                    (loss_i / tasks).backward()  # one task's graph at a time
+                    loss_i = loss_i.detach()
+                losses.append(loss_i)
+                outs.append(out_i.detach())
+            return torch.stack(losses).mean(), torch.stack(outs)
+        if path == "bmm":
+            task_losses, outs = self._batched_tasks(xs, ys, xq, yq)
+        else:
             for m in self.net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training:
                     raise ValueError("the vmap path cannot update BatchNorm running statistics: use a net with "
                                      "bn='batch' (track_running_stats=False) or vectorize=False")
             with _explicit_batchnorm(self.net):
-                losses, outs = torch.func.vmap(
+                task_losses, outs = torch.func.vmap(
                     lambda a, b, c, d: self._task(a, b, c, d, self.inner_steps, self.first_order, True))(xs, ys, xq, yq)
-            loss = losses.mean()
-            if backward:
-                loss.backward()
-            return loss.detach() if backward else loss, outs.detach()
-        losses, outs = [], []
-        for i in range(tasks):
-            loss_i, out_i = self._task(xs[i], ys[i], xq[i], yq[i], self.inner_steps, self.first_order, False)
-            if backward:
-                (loss_i / tasks).backward()  # one task's graph at a time
-                loss_i = loss_i.detach()
-            losses.append(loss_i)
-            outs.append(out_i.detach())
-        return torch.stack(losses).mean(), torch.stack(outs)
+        loss = task_losses.mean()  # all tasks at once: one graph, one backward
+        if backward:
+            loss.backward()
+        return loss.detach() if backward else loss, outs.detach()
 
     def train_step(self, batch: Any) -> dict[str, float]:
         loss, outs = self.meta_loss(batch, backward=True)
