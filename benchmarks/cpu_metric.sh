@@ -16,16 +16,10 @@ RUNS=${RUNS_DIR:-/tmp/metalearn_cpu_metric}    # checkpoints (not kept in the re
 # 40-image episodes). On a shared machine set OMP_NUM_THREADS=1: oversubscribed threads are 3x slower.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$RUNS"
-ONLY=" ${ONLY:-protonet matching siamese} "
-want() { [[ "$ONLY" == *" $1 "* ]]; }
-
-run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
-  local name=$1; shift
-  echo "$name before: $(cat /proc/loadavg)" >> "$OUT/load.txt"
-  "$PY" -m metalearn_lib "$@" --quiet --device cpu | tail -n 1 > "$OUT/$name.json"
-  echo "$name after:  $(cat /proc/loadavg)" >> "$OUT/load.txt"
-  cat "$OUT/$name.json"
-}
+ONLY=${ONLY:-protonet matching siamese}
+RUN_FLAGS=(--quiet --device cpu)
+# shellcheck source=benchmarks/_common.sh
+source benchmarks/_common.sh
 
 # Prototypical Networks: 20-way 1-shot 1-query episodes on all 964 background characters x 4 rotations,
 # Adam 5e-3 with a cosine schedule (the class defaults; benchmarks/cpu_sweep.sh compares recipes).

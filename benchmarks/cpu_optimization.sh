@@ -16,16 +16,10 @@ RUNS=${RUNS_DIR:-/tmp/metalearn_cpu_optimization}
 # On a shared machine set OMP_NUM_THREADS=1: oversubscribed threads are 3x slower.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$RUNS"
-ONLY=" ${ONLY:-bench sinusoid maml} "
-want() { [[ "$ONLY" == *" $1 "* ]]; }
-
-run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
-  local name=$1; shift
-  echo "$name before: $(cat /proc/loadavg)" >> "$OUT/load.txt"
-  "$PY" -m metalearn_lib "$@" | tail -n 1 > "$OUT/$name.json"
-  echo "$name after:  $(cat /proc/loadavg)" >> "$OUT/load.txt"
-  cat "$OUT/$name.json"
-}
+ONLY=${ONLY:-bench sinusoid maml}
+RUN_FLAGS=()
+# shellcheck source=benchmarks/_common.sh
+source benchmarks/_common.sh
 
 # Throughput of one meta-training step, ours (both meta-batch paths) against learn2learn and higher:
 # meta-batches of 4 on a CPU (--quick), three timed steps each after a warm-up step.

@@ -5,6 +5,7 @@
 # Lake's split, 300 test episodes per setting. Writes benchmarks/sweeps/cpu/NAME.json (outside results/: not in the README table).
 #
 #   METALEARN_DATA=/path/to/omniglot bash benchmarks/cpu_sweep.sh
+#   SWEEP="p_paper240" bash benchmarks/cpu_sweep.sh     (only the pairs whose first run is named here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -21,6 +22,7 @@ run() {  # run NAME ARGS...
 }
 
 pair() {  # pair "NAME ARGS" "NAME ARGS": two runs side by side
+  [[ -z ${SWEEP:-} || " $SWEEP " == *" ${1%% *} "* ]] || return 0
   run $1 & local a=$!
   run $2 & local b=$!
   wait $a $b
@@ -47,3 +49,6 @@ pair "m_mb2 maml --time-budget 370 --meta-batch 2 --queries 5" "m_q2 maml --time
 pair "s_mb25 maml --dataset sinusoid --time-budget 120" "s_mb50 maml --dataset sinusoid --time-budget 120 --meta-batch 50"
 # The same defaults (meta-batch 50) with two other seeds: how much one 120 s run varies.
 pair "s_mb50_seed1 maml --dataset sinusoid --time-budget 120 --seed 1" "s_mb50_seed2 maml --dataset sinusoid --time-budget 120 --seed 2"
+# Session 4. ProtoNet's episodes used in both directions (symmetric=true, the new default) against the
+# paper's loss, 240 s each, the default recipe otherwise.
+pair "p_paper240 protonet --time-budget 240 --set symmetric=false" "p_sym240 protonet --time-budget 240"

@@ -21,8 +21,9 @@ run() {  # run NAME ARGS...: one command, its last line -> $OUT/NAME.json
 }
 
 # Snell et al.: 60-way episodes with 5 queries per class, Adam 1e-3 halved every 2,000 episodes;
-# 1-shot models trained with 1 shot, 5-shot models with 5 shots.
-PROTO="--train-ways 60 --queries 5 --lr 1e-3 --schedule step --step-size 2000 --gamma 0.5 --episodes 20000 --val-every 0"
+# 1-shot models trained with 1 shot, 5-shot models with 5 shots; the paper's one-way loss (symmetric=false).
+PROTO="--train-ways 60 --queries 5 --lr 1e-3 --schedule step --step-size 2000 --gamma 0.5 --episodes 20000 --val-every 0
+       --set symmetric=false"
 run protonet_1shot train protonet $PROTO --train-shots 1 $EVAL --out "$RUNS/protonet_1shot"
 run protonet_5shot train protonet $PROTO --train-shots 5 $EVAL --out "$RUNS/protonet_5shot"
 

@@ -43,9 +43,9 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
     """name -> arguments of ``python -m metalearn_lib`` for every training run (``t`` seconds each)."""
     v = ["--split", "vinyals", "--test-episodes", str(episodes), "--device", device, "--quiet"]
     four = ["--eval", "5w1s,5w5s,20w1s,20w5s"]
-    # Snell et al. (2017): 60-way episodes, 5 queries, Adam 1e-3 halved every 2,000 episodes.
+    # Snell et al. (2017): 60-way episodes, 5 queries, Adam 1e-3 halved every 2,000 episodes, the paper's loss.
     proto = ["--train-ways", "60", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
-             "--gamma", "0.5"]
+             "--gamma", "0.5", "--set", "symmetric=false"]
     # Vinyals et al. (2016): 20-way episodes (cosine attention scaled by 10, the class default).
     match = ["--train-ways", "20", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
              "--gamma", "0.5"]

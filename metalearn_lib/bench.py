@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from metalearn_lib.algorithms.maml import MAML
+from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.models.conv4 import Conv4
 
 INNER_LR = 0.4
@@ -154,6 +155,8 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     ``paths=True`` adds our implementation with the path the class would *not* choose on this device
     (the loop on CUDA, vmap on a CPU), the measurement behind ``MAML(vectorize=None)``'s choice.
     """
+    if device.type == "cpu":
+        keep_freed_memory()  # the same allocator for every implementation (metalearn_lib/allocator.py)
     impls = ["metalearn_lib", "learn2learn", "higher"]
     if paths:
         impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")

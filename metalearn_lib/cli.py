@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from metalearn_lib.algorithms import ALGORITHMS, build_algorithm
 from metalearn_lib.algorithms.base import FewShotAlgorithm
+from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.data import DataNotFoundError, lake_runs, omniglot
 from metalearn_lib.data.omniglot import SPLITS
 from metalearn_lib.episodes import EpisodeSampler, check_episode_request
@@ -180,15 +182,27 @@ def setting(args: argparse.Namespace, algo_defaults: dict[str, Any], key: str) -
 
 
 def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """5-shot MSE on ``--test-episodes`` fresh sinusoid tasks after 1, 5 and 10 inner steps (100 query points)."""
-    from metalearn_lib.algorithms.maml import evaluate_regression
+    """5-shot MSE on ``--test-episodes`` fresh sinusoid tasks after 1, 5 and 10 inner steps (100 query points).
+
+    Beside the mean (the paper's figure): its 95% CI, the median, and how many tasks diverged (MSE not
+    finite or above ``DIVERGED_MSE``): one diverged task is enough to make the mean meaningless.
+    """
+    from metalearn_lib.algorithms.maml import DIVERGED_MSE, regression_mses
     from metalearn_lib.data.sinusoid import SinusoidSampler
 
     if args.test_episodes <= 0:
         raise UsageError(f"--test-episodes must be positive, got {args.test_episodes}")
     test = SinusoidSampler(shots=5, queries=100, seed=args.seed + 1000, device=device)
-    mse = evaluate_regression(algorithm, test, tasks=args.test_episodes, steps=(1, 5, 10))
-    return {"sinusoid-5shot": {"mse_after_steps": {k: round(v, 4) for k, v in mse.items()}, "tasks": args.test_episodes}}
+    mses = regression_mses(algorithm, test, tasks=args.test_episodes, steps=(1, 5, 10))
+
+    def number(value: float) -> float | None:  # JSON has no NaN or infinity
+        return round(value, 4) if math.isfinite(value) else None
+
+    ci95 = {k: number(1.96 * v.std().item() / math.sqrt(len(v))) if len(v) > 1 else 0.0 for k, v in mses.items()}
+    return {"sinusoid-5shot": {"mse_after_steps": {k: number(v.mean().item()) for k, v in mses.items()},
+                               "ci95": ci95, "median": {k: number(v.median().item()) for k, v in mses.items()},
+                               "diverged_tasks": {k: int((~(v <= DIVERGED_MSE)).sum()) for k, v in mses.items()},
+                               "tasks": args.test_episodes}}
 
 
 def cmd_train_sinusoid(args: argparse.Namespace, cls: type[FewShotAlgorithm]) -> dict[str, Any]:
@@ -309,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return assignments_main(args)
         started = time.perf_counter()
+        keep_freed_memory()  # CPU steps without page faults (metalearn_lib/allocator.py)
         if args.command == "bench":
             from metalearn_lib.bench import bench_maml
 

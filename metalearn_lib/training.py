@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from metalearn_lib.algorithms.base import FewShotAlgorithm
+from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.episodes import EpisodeSampler
 from metalearn_lib.evaluation import episode_accuracies, mean_ci95
 
@@ -134,6 +135,8 @@ def train(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, config: TrainCon
     config.check()
     if not algorithm.trainable:
         raise ValueError(f"{algorithm.name} has nothing to train; evaluate it directly")
+    if sampler.device.type == "cpu":
+        keep_freed_memory()  # steps that do not page-fault, whatever the process did before
     torch.manual_seed(config.seed)
     optimizer = optimizer or algorithm.configure_optimizer(config.lr)
     out_dir = Path(config.out_dir) if config.out_dir else None

@@ -7,6 +7,7 @@ computation, inner steps and learning rates, Reptile's update, and a short real 
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -16,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metalearn_lib.algorithms import ALGORITHMS, build_algorithm
-from metalearn_lib.algorithms.maml import ANIL, FOMAML, MAML, MetaSGD, adapt, evaluate_regression
+from metalearn_lib.algorithms.maml import ANIL, FOMAML, MAML, MetaSGD, adapt, evaluate_regression, regression_mses
 from metalearn_lib.algorithms.reptile import Reptile
 from metalearn_lib.data.sinusoid import SinusoidSampler
 from metalearn_lib.episodes import Episode
@@ -302,6 +303,25 @@ def test_regression_and_sinusoid_evaluation():
     assert "loss" in algo.train_step(SinusoidSampler(shots=10, queries=10, seed=0).sample_batch(4))
     mse = evaluate_regression(algo, SinusoidSampler(shots=5, queries=10, seed=1), tasks=5, steps=(1, 5, 10))
     assert set(mse) == {"1", "5", "10"} and all(v > 0 for v in mse.values())
+    per_task = regression_mses(algo, SinusoidSampler(shots=5, queries=10, seed=1), tasks=5, steps=(1, 5, 10))
+    assert all(v.shape == (5,) for v in per_task.values())
+    assert {k: v.mean().item() for k, v in per_task.items()} == pytest.approx(mse)
+
+
+def test_sinusoid_results_count_diverged_tasks():
+    from argparse import Namespace
+
+    from metalearn_lib.cli import sinusoid_results
+
+    # A step of 5 on the MSE of a sinusoid overshoots on every task: each step multiplies the error.
+    algo = MAML(problem="regression", inner_lr=5.0)
+    out = sinusoid_results(algo, Namespace(test_episodes=20, seed=0), torch.device("cpu"))["sinusoid-5shot"]
+    assert out["diverged_tasks"]["10"] > 0 and out["diverged_tasks"]["10"] >= out["diverged_tasks"]["1"]
+    assert out["mse_after_steps"]["10"] is None or out["mse_after_steps"]["10"] > 100
+    json.dumps(out, allow_nan=False)  # valid JSON: no NaN or infinity
+    calm = sinusoid_results(MAML(problem="regression", inner_lr=0.01), Namespace(test_episodes=20, seed=0),
+                            torch.device("cpu"))["sinusoid-5shot"]
+    assert calm["diverged_tasks"] == {"1": 0, "5": 0, "10": 0} and calm["median"]["1"] > 0
 
 
 def test_sinusoid_sampler_resumes():

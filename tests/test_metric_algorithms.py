@@ -67,6 +67,27 @@ def test_protonet_is_a_linear_classifier():
     torch.testing.assert_close(logits.softmax(1), linear.softmax(1))
 
 
+def test_protonet_symmetric_loss_by_hand():
+    # Two classes, 1 shot and 1 query each, identity embedding: the swapped logits are the transpose.
+    xs, ys, xq, yq = t([0, 0], [3, 0]), torch.tensor([0, 1]), t([1, 0], [3, 1]), torch.tensor([0, 1])
+    task = Episode(xs, ys, xq, yq, ways=2, shots=1, queries=1)
+    forward = t([-1, -4], [-10, -1])    # -||q_i - s_k||^2
+    paper, _ = ProtoNet(net=nn.Identity()).episode_loss(task)
+    torch.testing.assert_close(paper, F.cross_entropy(forward, yq))
+    both, accuracy = ProtoNet(net=nn.Identity(), symmetric=True).episode_loss(task)
+    torch.testing.assert_close(both, 0.5 * (F.cross_entropy(forward, yq) + F.cross_entropy(forward.T, ys)))
+    assert accuracy == 1.0
+    # 2 shots, 1 query: swapped, the queries are the (single-shot) prototypes and the 4 support images are classified
+    xs2, ys2 = t([0, 0], [2, 0], [3, 0], [3, 2]), torch.tensor([0, 0, 1, 1])
+    task2 = Episode(xs2, ys2, xq, yq, ways=2, shots=2, queries=1)
+    swapped = -squared_euclidean(xs2, xq)
+    forward2 = -squared_euclidean(xq, t([1, 0], [3, 1]))
+    both2, _ = ProtoNet(net=nn.Identity(), symmetric=True).episode_loss(task2)
+    torch.testing.assert_close(both2, 0.5 * (F.cross_entropy(forward2, yq) + F.cross_entropy(swapped, ys2)))
+    with pytest.raises(ValueError, match="symmetric"):
+        ProtoNet(net=nn.Identity(), symmetric="yes")
+
+
 # ---------------------------------------------------------------------------------------- Matching Nets
 
 def test_matching_logits_by_hand():
@@ -194,7 +215,8 @@ def tiny_batch(image_size: int, ways: int = 3, shots: int = 1, queries: int = 2,
 
 
 @pytest.mark.parametrize("name, options, image_size", [
-    ("protonet", {}, 28), ("protonet", {"distance": "cosine"}, 28), ("matching", {}, 28),
+    ("protonet", {}, 28), ("protonet", {"distance": "cosine"}, 28), ("protonet", {"symmetric": True}, 28),
+    ("matching", {}, 28),
     ("matching", {"fce": True, "steps": 2}, 28), ("siamese", {"variant": "contrastive"}, 28),
     ("siamese", {"variant": "koch"}, 105)])
 def test_gradients_reach_every_parameter(name, options, image_size):
@@ -242,6 +264,7 @@ def one_thread():
 
 @pytest.mark.parametrize("name, options, ways, queries, steps, threshold", [
     ("protonet", {}, 10, 5, 80, 0.60),                      # measured 76% (seeded)
+    ("protonet", {"symmetric": True}, 10, 5, 80, 0.60),     # measured 73%
     ("matching", {"scale": 10.0}, 10, 5, 80, 0.60),         # measured 80%
     ("siamese", {"variant": "contrastive"}, 10, 4, 80, 0.55),  # measured 75%
 ])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from metalearn_lib.models import Conv4
@@ -60,3 +63,21 @@ def test_channels_last_layout_gives_the_same_embeddings():
     torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
     fast(x).sum().backward()
     assert all(p.grad is not None for p in fast.parameters())
+
+
+def test_pool_then_relu_is_the_papers_block():
+    # The papers' order (ReLU, then max-pool) built by hand: same outputs and same gradients, in float64.
+    torch.manual_seed(0)
+    fast = Conv4(bn="batch").double()
+    papers = copy.deepcopy(fast)
+    for block in papers.features[:4]:
+        conv, bn, pool, relu = list(block)
+        assert isinstance(pool, nn.MaxPool2d) and isinstance(relu, nn.ReLU)
+        block[2], block[3] = relu, pool
+    x = torch.randn(10, 1, 28, 28, dtype=torch.float64)
+    outputs = [net(x) for net in (fast, papers)]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for net, out in zip((fast, papers), outputs):
+        out.pow(2).sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), papers.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12, msg=name)

@@ -87,6 +87,18 @@ def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):
     assert "| target | Finn et al. 2017 | | | 0.67 | 0.38 | 0.35 |" in table
 
 
+def test_results_table_flags_a_sinusoid_run_with_diverged_tasks(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    result = {"mse_after_steps": {"1": 0.64, "5": 3543.36, "10": None}, "median": {"1": 0.4, "5": 0.18, "10": 0.15},
+              "diverged_tasks": {"1": 0, "5": 1, "10": 1}, "tasks": 600}
+    run = {"command": "train", "algorithm": "maml", "dataset": "sinusoid", "device": "cpu", "train": {"seconds": 120.0},
+           "results": {"sinusoid-5shot": result}}
+    (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
+    table = results_table.render(tmp_path)
+    assert ("| 0.64 | 3543.36 (1 of 600 tasks diverged; median 0.18) | diverged (1 of 600 tasks diverged; median 0.15) |"
+            in table)
+
+
 def test_benchmark_scripts_parse_and_name_real_commands():
     """Every benchmark script is valid bash, and each ``train`` command it runs names a registered algorithm."""
     import subprocess

@@ -13,6 +13,15 @@ With the squared Euclidean distance the classifier is linear in ``f(x)``:
 ``-||f(x) - c_k||^2 = 2 c_k . f(x) - ||c_k||^2 - ||f(x)||^2``, and the last term is the same for every
 class, so the logits equal those of a linear layer with ``w_k = 2 c_k``, ``b_k = -||c_k||^2``
 (:func:`linear_classifier`), up to a per-query constant that the softmax ignores.
+
+``symmetric=True`` uses each training episode twice (not in the paper): the queries are classified by
+the support prototypes (the paper's loss), and the support images by prototypes made from the
+queries, the same episode with the roles swapped; the loss is the mean of the two. Both come from one
+forward pass, so the step costs the same, and every image now also acts as a prototype. For 1-shot
+1-query episodes the swapped logits are the transpose of the paper's. On this book's 2-core CPU,
+240 s of training, two runs at a time on one thread each (``benchmarks/cpu_sweep.sh``, pair
+``p_paper240`` / ``p_sym240``): 97.03 / 91.81 against 96.88 / 91.02 on 5-way / 20-way 1-shot test
+episodes; the 20-way gain was larger still in two trial pairs run the same way (0.8 and 1.6 points).
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm
+from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm, accuracy
 from metalearn_lib.algorithms.metrics import cosine_similarity, prototypes, squared_euclidean
+from metalearn_lib.episodes import Episode
 from metalearn_lib.models.conv4 import Conv4
 
 Distance = Literal["euclidean", "cosine"]
@@ -56,6 +66,8 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         distance: ``"euclidean"`` (squared, as in the paper) or ``"cosine"``.
         scale: multiplies cosine similarities (only with ``distance="cosine"``).
         hidden: Conv-4 filters per block.
+        symmetric: train on each episode in both directions (see the module docstring); the paper's
+            loss when ``False``. Prediction is the same either way.
     """
 
     name = "protonet"
@@ -66,19 +78,24 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         # sweep at equal time): four times as many updates, and a CPU spends less per image on a small
         # batch that stays in its caches. The paper's GPU recipe (60-way, 5 queries, Adam 1e-3 halved
         # every 2,000 episodes) is in benchmarks/gpu_metric.sh.
+        # Each episode is used in both directions (symmetric=True): see the module docstring.
         "train_ways": 20, "train_shots": 1, "queries": 1, "lr": 5e-3, "meta_batch": 1,
         "schedule": "cosine", "step_size": 2000, "gamma": 0.5, "image_size": 28, "rotations": True,
-        "options": {},
+        "options": {"symmetric": True},
     }
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, net: nn.Module | None = None,
-                 distance: Distance = "euclidean", scale: float = 10.0, hidden: int = 64, **_: Any) -> None:
+                 distance: Distance = "euclidean", scale: float = 10.0, hidden: int = 64, symmetric: bool = False,
+                 **_: Any) -> None:
         super().__init__()
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+        if not isinstance(symmetric, bool):
+            raise ValueError(f"symmetric must be true or false, got {symmetric!r}")
         self.net = net if net is not None else Conv4(in_channels, hidden, image_size=image_size, channels_last=True)
-        self.distance, self.scale = distance, float(scale)
-        self.save_config(in_channels=in_channels, image_size=image_size, distance=distance, scale=scale, hidden=hidden)
+        self.distance, self.scale, self.symmetric = distance, float(scale), symmetric
+        self.save_config(in_channels=in_channels, image_size=image_size, distance=distance, scale=scale, hidden=hidden,
+                         symmetric=symmetric)
 
     def embed(self, x: Tensor) -> Tensor:
         """Embeddings ``[n, d]`` of images ``[n, C, H, W]``."""
@@ -91,6 +108,16 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         # One forward pass over support and query together (same BatchNorm statistics in training mode).
         emb = self.embed(torch.cat([x_support, x_query]))
         return self.logits_from_embeddings(emb[:len(x_support)], y_support, emb[len(x_support):], ways)
+
+    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+        if not self.symmetric:
+            return super().episode_loss(task)
+        emb = self.embed(torch.cat([task.x_support, task.x_query]))
+        support_emb, query_emb = emb[:len(task.x_support)], emb[len(task.x_support):]
+        logits = self.logits_from_embeddings(support_emb, task.y_support, query_emb, task.ways)
+        swapped = self.logits_from_embeddings(query_emb, task.y_query, support_emb, task.ways)
+        loss = 0.5 * (self.loss_fn(logits, task.y_query) + self.loss_fn(swapped, task.y_support))
+        return loss, accuracy(logits, task.y_query)
 
 
 

@@ -126,15 +126,25 @@ def render(results_dir: Path) -> str:
         lines += ["", "MAML's sinusoid regression: 5-shot mean squared error on new tasks after 1, 5 and 10 inner steps.",
                   "", "| run | algorithm | device | training | 1 step | 5 steps | 10 steps |", "|---|---|---|---|---|---|---|"]
         for device, stem, run in sinusoid:
-            mse = run["results"]["sinusoid-5shot"]["mse_after_steps"]
+            result = run["results"]["sinusoid-5shot"]
             lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {_device(run)} | {_training(run)} | "
-                         + " | ".join(f"{mse[k]:.2f}" for k in ("1", "5", "10")) + " |")
+                         + " | ".join(_mse_cell(result, k) for k in ("1", "5", "10")) + " |")
         lines.append("| target | Finn et al. 2017 | | | " + " | ".join(f"{v:.2f}" for v in PAPER_SINUSOID.values()) + " |")
     lines += render_bench(results_dir)
     notes = provenance(results_dir)
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+def _mse_cell(result: dict, steps: str) -> str:
+    """A sinusoid MSE cell: the mean, and how many tasks diverged when any did (the mean is then meaningless)."""
+    mean = result["mse_after_steps"][steps]
+    diverged = result.get("diverged_tasks", {}).get(steps, 0)
+    text = "diverged" if mean is None else f"{mean:.2f}"
+    if diverged:
+        text += f" ({diverged} of {result['tasks']} tasks diverged; median {result['median'][steps]:.2f})"
+    return text
 
 
 def update(readme: Path, table: str) -> str:
