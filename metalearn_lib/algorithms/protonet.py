@@ -21,7 +21,7 @@ forward pass, so the step costs the same, and every image now also acts as a pro
 1-query episodes the swapped logits are the transpose of the paper's. On this book's 2-core CPU,
 240 s of training, two runs at a time on one thread each (``benchmarks/cpu_sweep.sh``, pair
 ``p_paper240`` / ``p_sym240``): 97.03 / 91.81 against 96.88 / 91.02 on 5-way / 20-way 1-shot test
-episodes; the 20-way gain was larger still in two trial pairs run the same way (0.8 and 1.6 points).
+episodes.
 """
 
 from __future__ import annotations
