@@ -523,8 +523,9 @@ class ANIL(MAML):
 
 # ----------------------------------------------------------------------------------------- regression eval
 
-#: A task counts as *diverged* when its query MSE is not finite or above this: four times the MSE of
-#: predicting 0 for the largest sinusoid (amplitude 5, mean square 12.5 over a period, so about 50).
+#: A task counts as *diverged* when its query MSE is not finite or above this: eight times the error
+#: of predicting 0 for the largest sinusoid (amplitude 5: mean square 12.5), far beyond any fit that
+#: is getting better.
 DIVERGED_MSE = 100.0
 
 
