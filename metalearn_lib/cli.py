@@ -23,7 +23,8 @@ from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.data import DataNotFoundError, lake_runs, omniglot
 from metalearn_lib.data.omniglot import SPLITS
 from metalearn_lib.episodes import EpisodeSampler, check_episode_request
-from metalearn_lib.evaluation import DEFAULT_TEST_QUERIES, EvalResult, evaluate, evaluate_lake_runs, parse_setting
+from metalearn_lib.evaluation import (DEFAULT_TEST_QUERIES, EvalResult, evaluate, evaluate_lake_runs, mean_ci95,
+                                      parse_setting)
 from metalearn_lib.training import SCHEDULES, TrainConfig, load_checkpoint, train
 
 PROTOCOLS = ("episodes", "lake-runs")
@@ -198,9 +199,9 @@ def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, devi
     def number(value: float) -> float | None:  # JSON has no NaN or infinity
         return round(value, 4) if math.isfinite(value) else None
 
-    ci95 = {k: number(1.96 * v.std().item() / math.sqrt(len(v))) if len(v) > 1 else 0.0 for k, v in mses.items()}
-    return {"sinusoid-5shot": {"mse_after_steps": {k: number(v.mean().item()) for k, v in mses.items()},
-                               "ci95": ci95, "median": {k: number(v.median().item()) for k, v in mses.items()},
+    stats = {k: mean_ci95(v.tolist()) for k, v in mses.items()}
+    return {"sinusoid-5shot": {"mse_after_steps": {k: number(m) for k, (m, _) in stats.items()},
+                               "ci95": {k: number(ci) for k, (_, ci) in stats.items()}, "median": {k: number(v.median().item()) for k, v in mses.items()},
                                "diverged_tasks": {k: int((~(v <= DIVERGED_MSE)).sum()) for k, v in mses.items()},
                                "tasks": args.test_episodes}}
 

@@ -45,6 +45,12 @@ class FewShotAlgorithm(nn.Module):
     def train_step(self, batch: Episode) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} does not train")
 
+    def embed_episode(self, x_support: Tensor, x_query: Tensor) -> tuple[Tensor, Tensor]:
+        """Support and query embeddings from one forward pass of ``self.embed`` (so BatchNorm in training
+        mode normalises both with the same statistics)."""
+        emb = self.embed(torch.cat([x_support, x_query]))  # type: ignore[attr-defined]
+        return emb[:len(x_support)], emb[len(x_support):]
+
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
         raise NotImplementedError
 

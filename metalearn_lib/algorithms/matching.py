@@ -137,8 +137,8 @@ class MatchingNet(EpisodicLossMixin, FewShotAlgorithm):
         return attention_log_probs(similarities, y_support, ways)
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
-        emb = self.embed(torch.cat([x_support, x_query]))
-        return self.logits_from_embeddings(emb[:len(x_support)], y_support, emb[len(x_support):], ways)
+        support_emb, query_emb = self.embed_episode(x_support, x_query)
+        return self.logits_from_embeddings(support_emb, y_support, query_emb, ways)
 
 
 

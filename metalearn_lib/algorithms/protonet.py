@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-import torch
 from torch import Tensor, nn
 
 from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm, accuracy
@@ -105,15 +104,13 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         return prototype_logits(query_emb, prototypes(support_emb, y_support, ways), self.distance, self.scale)
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
-        # One forward pass over support and query together (same BatchNorm statistics in training mode).
-        emb = self.embed(torch.cat([x_support, x_query]))
-        return self.logits_from_embeddings(emb[:len(x_support)], y_support, emb[len(x_support):], ways)
+        support_emb, query_emb = self.embed_episode(x_support, x_query)
+        return self.logits_from_embeddings(support_emb, y_support, query_emb, ways)
 
     def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
         if not self.symmetric:
             return super().episode_loss(task)
-        emb = self.embed(torch.cat([task.x_support, task.x_query]))
-        support_emb, query_emb = emb[:len(task.x_support)], emb[len(task.x_support):]
+        support_emb, query_emb = self.embed_episode(task.x_support, task.x_query)
         logits = self.logits_from_embeddings(support_emb, task.y_support, query_emb, task.ways)
         swapped = self.logits_from_embeddings(query_emb, task.y_query, support_emb, task.ways)
         loss = 0.5 * (self.loss_fn(logits, task.y_query) + self.loss_fn(swapped, task.y_support))

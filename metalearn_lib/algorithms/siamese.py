@@ -160,8 +160,8 @@ class Siamese(EpisodicLossMixin, FewShotAlgorithm):
         return contrastive_loss(-score, same, self.margin)
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
-        emb = self.embed(torch.cat([x_support, x_query]))
-        sim = self.similarity_matrix(emb[len(x_support):], emb[:len(x_support)])  # [q, s]
+        support_emb, query_emb = self.embed_episode(x_support, x_query)
+        sim = self.similarity_matrix(query_emb, support_emb)  # [q, s]
         # a class scores its most similar support example (1-nearest neighbour for K shots)
         return best_per_class(sim, y_support, ways)
 
