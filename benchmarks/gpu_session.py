@@ -13,8 +13,14 @@ What it runs, in this order (each command is printed and stored with its result)
    contrastive Conv-4) scored on Lake's 20 runs, and MAML, first-order MAML and Reptile with the
    papers' settings. Every training run is cut by ``--time-budget``, so the figures are what that
    budget reaches on a shared card, not the papers' full schedules (hours).
-3. Beside them, on the CPU side: the five assignments graded from their solution notebooks, at quick
-   scale and then at the notebooks' default scale on a GPU (full).
+3. Beside them, on the CPU side: the five assignments graded from their solution notebooks (the
+   notebook, then the hidden tests), at the scales ``--grade-scales`` names (full: the default on a GPU).
+4. With ``--chapters K``: every chapter notebook at full scale (``benchmarks/run_notebook.py``), ``K`` at a
+   time, longest first; each job's JSON gives the notebook's seconds and any cell's error. Since ``K``
+   notebooks share the card, the seconds are upper bounds for a notebook run alone (the time-budgeted
+   trainings take their budgets either way; evaluation and step-counted work slow down).
+
+``--no-training`` leaves out step 2, ``--no-bench`` step 1 (the data are still decoded first).
 
 Each job's last JSON line goes to ``DIR/results.jsonl`` as soon as the job ends (so a session cut
 short still returns what finished); logs and the JSON files go to ``DIR/gpu_session.tar.gz``.
@@ -29,6 +35,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
@@ -37,6 +44,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ["a1_episode_sampler", "a2_prototypical", "a3_siamese", "a4_maml", "a5_reptile"]
+# Longest first (their full-scale budgets), so that K workers finish together; any notebook not named
+# here runs after these.
+CHAPTER_ORDER = ["04_optimization/reptile", "02_concepts/meta_vs_transfer", "04_optimization/comparison",
+                 "03_metric/comparison", "03_metric/siamese", "03_metric/matching_networks",
+                 "04_optimization/maml", "03_metric/prototypical_networks", "07_applications/verification",
+                 "04_optimization/fomaml_anil", "04_optimization/sinusoid", "06_practice/siamese_pytorch",
+                 "06_practice/maml_three_ways", "07_applications/detection", "07_applications/fine_grained",
+                 "08_tools/tools_and_trends", "02_concepts/inner_outer_loop", "01_background/few_shot_problem",
+                 "05_mathematics/optimization_math", "05_mathematics/metric_math", "appendix_results"]
+
+
+def chapter_notebooks() -> list[str]:
+    """Every notebook of the book except the assignments (graded separately): .md files with a paired .ipynb."""
+    found = sorted(str(p.relative_to(ROOT / "chapters").with_suffix("")) for p in (ROOT / "chapters").rglob("*.md")
+                   if p.with_suffix(".ipynb").exists() and "_build" not in p.parts and "assignments" not in p.parts)
+    rank = {name: i for i, name in enumerate(CHAPTER_ORDER)}
+    return sorted(found, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
@@ -83,7 +107,9 @@ class Job:
         self.stdout = open(logs / f"{name}.out", "w")
         self.stderr = open(logs / f"{name}.err", "w")
         self.started = time.time()
-        self.proc = subprocess.Popen(argv, stdout=self.stdout, stderr=self.stderr, cwd=ROOT, env=env)
+        # a session of its own, so that killing it also ends what it started (a notebook's kernel)
+        self.proc = subprocess.Popen(argv, stdout=self.stdout, stderr=self.stderr, cwd=ROOT, env=env,
+                                     start_new_session=True)
         self.done = False
 
     def finish(self, results: Path, killed: bool = False) -> dict:
@@ -112,7 +138,7 @@ def unpack(jsonl: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for line in jsonl.read_text().splitlines():
         record = json.loads(line)
-        if record["name"].startswith(("cache_", "grade_")) or "output" not in record:
+        if record["name"].startswith(("cache_", "grade_", "chapter_")) or "output" not in record:
             continue
         (folder / f"{record['name']}.json").write_text(json.dumps(record["output"]) + "\n")
         print(folder / f"{record['name']}.json")
@@ -130,8 +156,14 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--test-episodes", type=int, default=1000)
     parser.add_argument("--bench-steps", type=int, default=5)
-    parser.add_argument("--only", action="append", help="run only these jobs (names; repeatable)")
+    parser.add_argument("--only", action="append", help="run only these training jobs (names; repeatable)")
+    parser.add_argument("--no-training", action="store_true", help="run no training job")
+    parser.add_argument("--no-bench", action="store_true", help="skip the MAML bench")
     parser.add_argument("--no-grading", action="store_true")
+    parser.add_argument("--grade-scales", default="quick,full", help="scales to grade at, in this order")
+    parser.add_argument("--chapters", type=int, default=0, metavar="K",
+                        help="run every chapter notebook at full scale, K at a time (0: none)")
+    parser.add_argument("--chapter-scale", default="full", help="the chapters' METALEARN_SCALE (quick to try it on a CPU)")
     args = parser.parse_args()
     start = time.time()
     out: Path = args.out
@@ -158,21 +190,28 @@ def main() -> int:
     cache = [sys.executable, "-c",
              "import sys; from metalearn_lib.data import omniglot, lake_runs; s = int(sys.argv[1]); "
              "omniglot('lake', 'trainval', image_size=s, rotations=True); lake_runs(image_size=s)", ]
-    caches = [Job(f"cache_{s}px", cache + [str(s)], logs, env) for s in (28, 105)]
-    bench = Job("bench_maml", py + ["bench", "maml", "--device", args.device, "--paths",
-                                    "--steps", str(args.bench_steps)]
-                 + (["--quick"] if args.device == "cpu" else []), logs, env)
-    for job in [bench, *caches]:
+    first = [Job(f"cache_{s}px", cache + [str(s)], logs, env) for s in (28, 105)]
+    if not args.no_bench:
+        first.append(Job("bench_maml", py + ["bench", "maml", "--device", args.device, "--paths",
+                                             "--steps", str(args.bench_steps)]
+                         + (["--quick"] if args.device == "cpu" else []), logs, env))
+    for job in first:
         job.proc.wait()
         job.finish(results)
 
-    # 2. training runs, all at once; 3. grading lane.
+    # 2. training runs, all at once; 3. one grading lane; 4. K chapter lanes. Lanes start jobs from queues.
     table = jobs(args.train_seconds, args.device, args.test_episodes)
-    names = args.only or list(table)
+    names = [] if args.no_training else (args.only or list(table))
     running = [Job(name, py + table[name], logs, env) for name in names]
-    grading = [] if args.no_grading else \
-        [("quick", a) for a in ASSIGNMENTS] + [("full", a) for a in ASSIGNMENTS]
+    scales = [s for s in args.grade_scales.split(",") if s]
+    # longest first within a scale, so that a deadline cuts the short ones
+    grading = [] if args.no_grading else [(scale, a) for scale in scales for a in reversed(ASSIGNMENTS)]
+    chapters = chapter_notebooks() if args.chapters > 0 else []
+    chapter_env = {**env, "METALEARN_SCALE": args.chapter_scale}
+    (logs / "notebooks").mkdir(exist_ok=True)
     grader: Job | None = None
+    readers: list[Job] = []
+    unstarted: list[str] = []
     deadline = start + args.deadline
     while True:
         now = time.time()
@@ -182,37 +221,73 @@ def main() -> int:
         if grader is not None and grader.proc.poll() is not None:
             grader.finish(results)
             grader = None
+        for job in readers:
+            if not job.done and job.proc.poll() is not None:
+                job.finish(results)
+        left = deadline - now - 10
         if grader is None and grading:
-            left = deadline - now - 10
             if left > 30:
                 scale, a = grading.pop(0)
                 genv = {**env, "METALEARN_SCALE": scale}
                 grader = Job(f"grade_{a}_{scale}", py + ["assignments", "grade", f"chapters/assignments/{a}.ipynb",
                                                          "--timeout", str(int(min(300, left)))], logs, genv)
             else:
+                unstarted += [f"grade_{a}_{scale}" for scale, a in grading]
                 grading = []
-        if all(j.done for j in running) and grader is None and not grading:
+        while chapters and sum(not j.done for j in readers) < args.chapters:
+            if left <= 30:
+                unstarted += ["chapter_" + name.replace("/", "_") for name in chapters]
+                chapters = []
+                break
+            name = chapters.pop(0)
+            readers.append(Job("chapter_" + name.replace("/", "_"),
+                               [sys.executable, "benchmarks/run_notebook.py", f"chapters/{name}.md",
+                                "--save", str(logs / "notebooks" / (name.replace("/", "_") + ".ipynb"))],
+                               logs, chapter_env))
+        if all(j.done for j in running + readers) and grader is None and not grading and not chapters:
             break
         if now > deadline:
-            for job in running + ([grader] if grader else []):
+            for job in running + readers + ([grader] if grader else []):
                 if not job.done:
-                    job.proc.kill()
+                    try:
+                        os.killpg(job.proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                     job.proc.wait()
                     job.finish(results, killed=True)
             break
-        time.sleep(2)
+        time.sleep(1)
+    unstarted += ["chapter_" + name.replace("/", "_") for name in chapters]
+    unstarted += [f"grade_{a}_{scale}" for scale, a in grading]
+    for name in unstarted:  # never started: say so rather than leave them out silently
+        with open(results, "a") as f:
+            f.write(json.dumps({"name": name, "not_started": True}) + "\n")
 
+    # two archives, so that the logs come back even if the executed notebooks (figures) are too large
+    with tarfile.open(out / "notebooks.tar.gz", "w:gz") as tar:
+        tar.add(logs / "notebooks", arcname="notebooks")
     with tarfile.open(out / "gpu_session.tar.gz", "w:gz") as tar:
-        tar.add(logs, arcname="logs")
+        tar.add(logs, arcname="logs", filter=lambda info: None if "/notebooks" in info.name else info)
         tar.add(results, arcname="results.jsonl")
         tar.add(out / "env.json", arcname="env.json")
     # the short table the reply shows
     for line in results.read_text().splitlines():
         r = json.loads(line)
         o = r.get("output", {})
+        if r["name"].startswith("chapter_"):
+            errors = [f"{e['cell']}:{e['ename']}:{e['evalue'][:80]}" for e in o.get("errors", [])]
+            print(r["name"], r.get("returncode"), r.get("wall_seconds"), o.get("seconds"), o.get("failure"), errors,
+                  "killed" if r.get("killed_at_deadline") else "", "not started" if r.get("not_started") else "",
+                  flush=True)
+            continue
         res = o.get("results")
         if isinstance(res, dict):
             res = {k: v.get("accuracy", v) if isinstance(v, dict) else v for k, v in res.items()}
+        if r.get("not_started"):
+            print(r["name"], "not started", flush=True)
+            continue
+        if r["name"].startswith("grade_") and o:
+            res = {"score": o.get("score"), "max": o.get("max_score"), "notebook_seconds": o.get("notebook_seconds")}
         print(r["name"], r["returncode"], r["wall_seconds"], json.dumps(res)[:300] if res else r.get("error_tail"),
               json.dumps(o.get("train", ""))[:120] if o else "", flush=True)
     print(f"total {time.time() - start:.0f} s", flush=True)

@@ -57,3 +57,19 @@ def setup_notebook(seed: int = 0, verbose: bool = True) -> tuple[torch.device, s
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
         print(f"device: {device} [{name}]   scale: {scale}   torch {torch.__version__}")
     return device, scale
+
+
+#: The tolerance of checks on a GPU. cuDNN runs float32 convolutions in TF32 (a 10-bit mantissa) by
+#: default, and two code paths for the same quantity (a hand-built loop, the library's batched version)
+#: pick different kernels. On an H200 the book's Conv-4 checks differed by up to 1.6e-4 (MAML's adapted
+#: logits) and 1.2e-4 (ANIL's meta-gradient); a real mistake changes values by far more than 1e-3.
+GPU_TOLERANCE = 1e-3
+
+
+def check_tolerance(device: torch.device | str, rtol: float = 1.3e-6, atol: float = 1e-5) -> dict[str, float]:
+    """``rtol`` and ``atol`` for ``torch.testing.assert_close`` when a notebook checks that what it built
+    equals the library's version: the given float32 tolerances on a CPU, at least :data:`GPU_TOLERANCE`
+    on a GPU (see there why)."""
+    if torch.device(device).type == "cpu":
+        return {"rtol": rtol, "atol": atol}
+    return {"rtol": max(rtol, GPU_TOLERANCE), "atol": max(atol, GPU_TOLERANCE)}
