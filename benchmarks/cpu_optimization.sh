@@ -22,10 +22,11 @@ RUN_FLAGS=()
 source benchmarks/_common.sh
 
 # Throughput of one meta-training step, ours (both meta-batch paths) against learn2learn and higher:
-# meta-batches of 4 on a CPU (--quick), ten timed steps each after a warm-up step (with three, the
-# machine's own variation moved the ratios to learn2learn by 20%).
+# meta-batches of 4 on a CPU (--quick), a warm-up step each, then 20 rounds in which the implementations
+# take turns, one step each; each reports its median step. (Blocks of three, then ten, steps per
+# implementation let the machine's drift move the ratios to learn2learn by up to 20%.)
 # One thread: the bench compares implementations, not machines.
-want bench && OMP_NUM_THREADS=1 run bench_maml bench maml --device cpu --quick --paths --steps 10
+want bench && OMP_NUM_THREADS=1 run bench_maml bench maml --device cpu --quick --paths --steps 20
 
 # MAML's sinusoid regression with the class's sinusoid defaults (the paper's settings, with Adam 3e-3
 # and a cosine decay for a short budget, meta-batches of 50 tasks run as batched matrix products).

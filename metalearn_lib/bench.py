@@ -11,6 +11,8 @@ one timed step = inner loop on every task of the meta-batch, meta-gradient, opti
 Settings: 5-way 1-shot, meta-batch 32, one inner step; 20-way 1-shot, meta-batch 16, five inner
 steps; each second and first order. ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
 no per-run peak is available). ``--quick`` shrinks meta-batches to 4 and times one step, for CPUs.
+On a CPU the implementations of a setting take turns, one step each, and report their median step
+(with ``rounds`` and the ``range`` of rates), so that the machine's drift does not favour one of them.
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable
 PATH_IMPLS = {"metalearn_lib-loop": False, "metalearn_lib-vmap": True}
 
 
-def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
-            vectorize: bool | None = None) -> dict[str, Any]:
+def prepare(impl: str, setting: Setting, device: torch.device,
+            vectorize: bool | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """The module and one timed step (zero_grad, meta-batch, optimizer step) of ``impl``, warmed up."""
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
     if impl.startswith("metalearn_lib"):
@@ -131,6 +134,37 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
         optimizer.step()
 
     one()  # warm-up (allocations, kernel selection)
+    return module, one
+
+
+def time_rounds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of one call of each function, the functions taking turns, ``rounds`` times over.
+
+    Taking turns spreads a machine's drift (other jobs, clock changes: ±15% on this project's shared
+    CPU) over every implementation alike, where one block per implementation would hand it to whichever
+    ran at the wrong moment.
+    """
+    if rounds < 1:
+        raise ValueError(f"time at least one round (--steps 1 or more), got {rounds}")
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, one in steps.items():
+            start = time.perf_counter()
+            one()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
+            vectorize: bool | None = None) -> dict[str, Any]:
+    """``impl`` alone: ``timed_steps`` steps in one block (how the GPU is measured; peak memory is its own)."""
+    module, one = prepare(impl, setting, device, vectorize)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -148,12 +182,40 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
     return out
 
 
+def run_interleaved(impls: list[str], setting: Setting, device: torch.device, rounds: int) -> list[dict[str, Any]]:
+    """Every implementation of ``impls`` on one setting, one step each in turn (:func:`time_rounds`);
+    ``tasks_per_s`` from the median step, and the slowest and fastest step's rate beside it."""
+    prepared, rows, errors = {}, [], {}
+    for impl in impls:
+        try:
+            prepared[impl] = prepare(impl, setting, device)
+        except ImportError as error:
+            errors[impl] = f"not installed: {error}"
+    seconds = time_rounds({impl: one for impl, (_, one) in prepared.items()}, rounds)
+    for impl in impls:
+        if impl in errors:
+            rows.append({"impl": impl, "setting": setting.name, "error": errors[impl]})
+            continue
+        rate = [setting.meta_batch / s for s in seconds[impl]]
+        row = {"impl": impl, "setting": setting.name, "tasks_per_s": round(setting.meta_batch / median(seconds[impl]), 2),
+               "peak_mib": None, "device": str(device), "rounds": rounds,
+               "range": [round(min(rate), 2), round(max(rate), 2)]}
+        if impl.startswith("metalearn_lib"):
+            row["vectorize"] = prepared[impl][0]._use_vmap(device)
+        rows.append(row)
+    return rows
+
+
 def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | None = None,
                printer: Callable[[str], None] = print, paths: bool = False) -> list[dict[str, Any]]:
     """Run every implementation on every setting; print and return one dict per run.
 
     ``paths=True`` adds our implementation with the path the class would *not* choose on this device
     (the loop on CUDA, vmap on a CPU), the measurement behind ``MAML(vectorize=None)``'s choice.
+
+    On a CPU the implementations take turns, one step each, for ``timed_steps`` rounds, and each reports
+    its median step (:func:`run_interleaved`). On a GPU each runs ``timed_steps`` steps on its own, so
+    that its peak memory is its own (:func:`run_one`).
     """
     if device.type == "cpu":
         keep_freed_memory()  # the same allocator for every implementation (metalearn_lib/allocator.py)
@@ -167,6 +229,11 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     steps = timed_steps or (1 if quick else 5)
     rows = []
     for setting in settings:
+        if device.type == "cpu":  # implementations take turns, one step each: the median of `steps` rounds
+            for row in run_interleaved(impls, setting, device, steps):
+                printer(json.dumps(row))
+                rows.append(row)
+            continue
         for impl in impls:
             try:
                 row = run_one(impl, setting, device, steps)

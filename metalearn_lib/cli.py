@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("algorithm", choices=["maml"])
     be.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     be.add_argument("--quick", action="store_true", help="meta-batches of 4, one timed step (small CPU runs)")
-    be.add_argument("--steps", type=int, default=None, help="timed outer steps per run (default 5; 1 with --quick)")
+    be.add_argument("--steps", type=int, default=None,
+                    help="timed outer steps per run (default 5; 1 with --quick); on a CPU, rounds of one step each")
     be.add_argument("--paths", action="store_true",
                     help="also time our other meta-batch path (the loop on CUDA, vmap on a CPU)")
     from metalearn_lib.assignments.cli import add_parser as add_assignments_parser

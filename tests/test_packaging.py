@@ -70,11 +70,24 @@ def test_results_table_reads_bench_and_provenance_and_skips_other_commands(tmp_p
     (gpu / "env.txt").write_text('name, memory.total [MiB]\nSome GPU, 80000 MiB\n{"torch": "2.x", "python": "3.12"}\n')
     table = results_table.render(tmp_path)
     assert "| `gpu/protonet` | protonet | vinyals | Some GPU | 250 s | 98.2 ± 0.2 |" in table
-    assert "| 5w1s-mb32-1step-second | metalearn_lib | 900.0 | 700 | 15.0 |" in table
-    assert "| 5w1s-mb32-1step-second | learn2learn | 60.0 | 84 | 1.0 |" in table
+    assert "| 5w1s-mb32-1step-second | metalearn_lib | 900.0 | 700 | 15.00 |" in table
+    assert "| 5w1s-mb32-1step-second | learn2learn | 60.0 | 84 | 1.00 |" in table
     assert "higher" not in table.split("× l2l")[1]  # a failed implementation is not a row
     assert "`gpu/` runs: Some GPU, 80000 MiB (torch 2.x, python 3.12)." in table
     assert table.count("| `gpu/") == 1  # the bench is not an accuracy row
+    assert "took turns" not in table  # steps in one block per implementation: no rounds to describe
+
+    # a CPU bench whose implementations took turns: the median with the slowest and fastest step
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    rows = [{"impl": impl, "setting": "20w1s-mb4-5step-first", "tasks_per_s": rate, "peak_mib": None, "rounds": 20,
+             "range": [low, high]} for impl, rate, low, high in (("metalearn_lib", 3.37, 2.83, 4.06),
+                                                                 ("learn2learn", 3.24, 2.89, 3.96))]
+    (cpu / "bench_maml.json").write_text(json.dumps({"command": "bench", "algorithm": "maml", "device_name": "cpu",
+                                                     "torch": "2.x", "results": rows}) + "\n")
+    table = results_table.render(tmp_path)
+    assert "took turns, one step each, for 20 rounds" in table
+    assert "| 20w1s-mb4-5step-first | metalearn_lib | 3.4 (2.8–4.1) | – | 1.04 |" in table
 
 
 def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):

@@ -75,12 +75,16 @@ def render_bench(results_dir: Path) -> list[str]:
         l2l = {r["setting"]: r["tasks_per_s"] for r in rows if r["impl"] == "learn2learn"}
         lines += ["", f"MAML meta-training throughput (`python -m metalearn_lib bench maml`), {run.get('device_name', '')} "
                   f"(torch {run.get('torch', '?')}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
-                  "one process. *× l2l*: speed relative to learn2learn.", "",
+                  "one process. *× l2l*: speed relative to learn2learn."
+                  + (f" The implementations took turns, one step each, for {rounds} rounds: the median step, with the "
+                     "slowest and fastest in brackets." if (rounds := next((r["rounds"] for r in rows if "rounds" in r),
+                                                                        None)) else ""), "",
                   "| setting | implementation | tasks/s | peak MiB | × l2l |", "|---|---|---|---|---|"]
         for r in rows:
             peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "–"
-            ratio = f"{r['tasks_per_s'] / l2l[r['setting']]:.1f}" if r["setting"] in l2l else "–"
-            lines.append(f"| {r['setting']} | {r['impl']} | {r['tasks_per_s']:.1f} | {peak} | {ratio} |")
+            ratio = f"{r['tasks_per_s'] / l2l[r['setting']]:.2f}" if r["setting"] in l2l else "–"
+            spread = f" ({r['range'][0]:.1f}–{r['range'][1]:.1f})" if "range" in r else ""
+            lines.append(f"| {r['setting']} | {r['impl']} | {r['tasks_per_s']:.1f}{spread} | {peak} | {ratio} |")
     return lines
 
 

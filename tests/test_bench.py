@@ -1,0 +1,50 @@
+"""The MAML bench's timing: implementations take turns on a CPU, and each reports its median step."""
+
+from __future__ import annotations
+
+import pytest
+
+from metalearn_lib import bench
+from metalearn_lib.bench import Setting, median, run_interleaved, time_rounds
+
+
+def test_time_rounds_takes_turns():
+    calls = []
+    seconds = time_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3)
+    assert calls == ["a", "b"] * 3
+    assert {k: len(v) for k, v in seconds.items()} == {"a": 3, "b": 3}
+    assert all(s >= 0 for v in seconds.values() for s in v)
+
+
+def test_median():
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_interleaved_rows_on_cpu(monkeypatch):
+    import torch
+
+    real = bench.prepare
+
+    def prepare(impl, *args, **kwargs):
+        if impl == "higher":
+            raise ImportError("No module named 'higher'")
+        return real(impl, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "prepare", prepare)
+    setting = Setting(ways=2, shots=1, meta_batch=2, steps=1, first_order=True)
+    rows = run_interleaved(["metalearn_lib", "learn2learn", "higher"], setting, torch.device("cpu"), rounds=3)
+    by_impl = {row["impl"]: row for row in rows}
+    assert by_impl["higher"]["error"].startswith("not installed")
+    for impl in ("metalearn_lib", "learn2learn"):
+        row = by_impl[impl]
+        assert row["setting"] == "2w1s-mb2-1step-first" and row["rounds"] == 3
+        low, high = row["range"]
+        assert 0 < low <= row["tasks_per_s"] <= high
+    assert by_impl["metalearn_lib"]["vectorize"] is False   # the loop on a CPU
+
+
+@pytest.mark.parametrize("rounds", [0])
+def test_no_rounds_is_an_error(rounds):
+    with pytest.raises(ValueError, match="at least one"):
+        time_rounds({"a": lambda: None}, rounds=rounds)
