@@ -375,11 +375,11 @@ class Baseline(FewShotAlgorithm):
 
     def predict(self, x_support: Tensor, y_support: Tensor, x_query: Tensor, ways: int) -> Tensor:
         """Embed with the frozen backbone, fine-tune a new head on the support set, score the queries."""
-        with torch.no_grad():  # one pass over support and query (same BatchNorm statistics in train mode)
-            emb = self.embed(torch.cat([x_support, x_query]))
-        head = self.finetune(emb[:len(x_support)], y_support, ways)
         with torch.no_grad():
-            return head(emb[len(x_support):])
+            support_emb, query_emb = self.embed_episode(x_support, x_query)
+        head = self.finetune(support_emb, y_support, ways)
+        with torch.no_grad():
+            return head(query_emb)
 
 
 def _check_support(support_emb: Tensor, y_support: Tensor, ways: int, dim: int) -> None:
