@@ -204,47 +204,35 @@ def main() -> int:
     names = [] if args.no_training else (args.only or list(table))
     running = [Job(name, py + table[name], logs, env) for name in names]
     scales = [s for s in args.grade_scales.split(",") if s]
-    # longest first within a scale, so that a deadline cuts the short ones
-    grading = [] if args.no_grading else [(scale, a) for scale in scales for a in reversed(ASSIGNMENTS)]
-    chapters = chapter_notebooks() if args.chapters > 0 else []
+    # queues of (job name, what to run); longest first within a scale, so that a deadline cuts the short ones
+    grading = [] if args.no_grading else [(f"grade_{a}_{scale}", (scale, a)) for scale in scales
+                                          for a in reversed(ASSIGNMENTS)]
+    chapters = [("chapter_" + name.replace("/", "_"), name) for name in chapter_notebooks()] if args.chapters > 0 else []
     chapter_env = {**env, "METALEARN_SCALE": args.chapter_scale}
     (logs / "notebooks").mkdir(exist_ok=True)
     grader: Job | None = None
     readers: list[Job] = []
-    unstarted: list[str] = []
     deadline = start + args.deadline
     while True:
         now = time.time()
-        for job in running:
+        for job in running + readers:
             if not job.done and job.proc.poll() is not None:
                 job.finish(results)
         if grader is not None and grader.proc.poll() is not None:
             grader.finish(results)
             grader = None
-        for job in readers:
-            if not job.done and job.proc.poll() is not None:
-                job.finish(results)
         left = deadline - now - 10
-        if grader is None and grading:
-            if left > 30:
-                scale, a = grading.pop(0)
-                genv = {**env, "METALEARN_SCALE": scale}
-                grader = Job(f"grade_{a}_{scale}", py + ["assignments", "grade", f"chapters/assignments/{a}.ipynb",
-                                                         "--timeout", str(int(min(300, left)))], logs, genv)
-            else:
-                unstarted += [f"grade_{a}_{scale}" for scale, a in grading]
-                grading = []
-        while chapters and sum(not j.done for j in readers) < args.chapters:
-            if left <= 30:
-                unstarted += ["chapter_" + name.replace("/", "_") for name in chapters]
-                chapters = []
-                break
-            name = chapters.pop(0)
-            readers.append(Job("chapter_" + name.replace("/", "_"),
-                               [sys.executable, "benchmarks/run_notebook.py", f"chapters/{name}.md",
-                                "--save", str(logs / "notebooks" / (name.replace("/", "_") + ".ipynb"))],
-                               logs, chapter_env))
-        if all(j.done for j in running + readers) and grader is None and not grading and not chapters:
+        may_start = left > 30  # no new job in the last 40 s
+        if may_start and grader is None and grading:
+            job_name, (scale, a) = grading.pop(0)
+            grader = Job(job_name, py + ["assignments", "grade", f"chapters/assignments/{a}.ipynb",
+                                         "--timeout", str(int(min(300, left)))], logs, {**env, "METALEARN_SCALE": scale})
+        while may_start and chapters and sum(not j.done for j in readers) < args.chapters:
+            job_name, name = chapters.pop(0)
+            saved = logs / "notebooks" / f"{job_name.removeprefix('chapter_')}.ipynb"
+            readers.append(Job(job_name, [sys.executable, "benchmarks/run_notebook.py", f"chapters/{name}.md",
+                                          "--save", str(saved)], logs, chapter_env))
+        if all(j.done for j in running + readers) and grader is None and not (may_start and (grading or chapters)):
             break
         if now > deadline:
             for job in running + readers + ([grader] if grader else []):
@@ -257,11 +245,9 @@ def main() -> int:
                     job.finish(results, killed=True)
             break
         time.sleep(1)
-    unstarted += ["chapter_" + name.replace("/", "_") for name in chapters]
-    unstarted += [f"grade_{a}_{scale}" for scale, a in grading]
-    for name in unstarted:  # never started: say so rather than leave them out silently
-        with open(results, "a") as f:
-            f.write(json.dumps({"name": name, "not_started": True}) + "\n")
+    with open(results, "a") as f:
+        for job_name, _ in grading + chapters:  # never started: say so rather than leave them out silently
+            f.write(json.dumps({"name": job_name, "not_started": True}) + "\n")
 
     # two archives, so that the logs come back even if the executed notebooks (figures) are too large
     with tarfile.open(out / "notebooks.tar.gz", "w:gz") as tar:
@@ -274,18 +260,17 @@ def main() -> int:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         o = r.get("output", {})
+        if r.get("not_started"):
+            print(r["name"], "not started", flush=True)
+            continue
         if r["name"].startswith("chapter_"):
             errors = [f"{e['cell']}:{e['ename']}:{e['evalue'][:80]}" for e in o.get("errors", [])]
-            print(r["name"], r.get("returncode"), r.get("wall_seconds"), o.get("seconds"), o.get("failure"), errors,
-                  "killed" if r.get("killed_at_deadline") else "", "not started" if r.get("not_started") else "",
-                  flush=True)
+            print(r["name"], r["returncode"], r["wall_seconds"], o.get("seconds"), o.get("failure"), errors,
+                  "killed" if r["killed_at_deadline"] else "", flush=True)
             continue
         res = o.get("results")
         if isinstance(res, dict):
             res = {k: v.get("accuracy", v) if isinstance(v, dict) else v for k, v in res.items()}
-        if r.get("not_started"):
-            print(r["name"], "not started", flush=True)
-            continue
         if r["name"].startswith("grade_") and o:
             res = {"score": o.get("score"), "max": o.get("max_score"), "notebook_seconds": o.get("notebook_seconds")}
         print(r["name"], r["returncode"], r["wall_seconds"], json.dumps(res)[:300] if res else r.get("error_tail"),

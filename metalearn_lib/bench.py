@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -155,12 +156,6 @@ def time_rounds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, 
     return seconds
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
             vectorize: bool | None = None) -> dict[str, Any]:
     """``impl`` alone: ``timed_steps`` steps in one block (how the GPU is measured; peak memory is its own)."""
@@ -197,7 +192,7 @@ def run_interleaved(impls: list[str], setting: Setting, device: torch.device, ro
             rows.append({"impl": impl, "setting": setting.name, "error": errors[impl]})
             continue
         rate = [setting.meta_batch / s for s in seconds[impl]]
-        row = {"impl": impl, "setting": setting.name, "tasks_per_s": round(setting.meta_batch / median(seconds[impl]), 2),
+        row = {"impl": impl, "setting": setting.name, "tasks_per_s": round(setting.meta_batch / statistics.median(seconds[impl]), 2),
                "peak_mib": None, "device": str(device), "rounds": rounds,
                "range": [round(min(rate), 2), round(max(rate), 2)]}
         if impl.startswith("metalearn_lib"):

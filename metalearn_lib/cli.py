@@ -202,7 +202,8 @@ def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, devi
 
     stats = {k: mean_ci95(v.tolist()) for k, v in mses.items()}
     return {"sinusoid-5shot": {"mse_after_steps": {k: number(m) for k, (m, _) in stats.items()},
-                               "ci95": {k: number(ci) for k, (_, ci) in stats.items()}, "median": {k: number(v.median().item()) for k, v in mses.items()},
+                               "ci95": {k: number(ci) for k, (_, ci) in stats.items()},
+                               "median": {k: number(v.median().item()) for k, v in mses.items()},
                                "diverged_tasks": {k: int((~(v <= DIVERGED_MSE)).sum()) for k, v in mses.items()},
                                "tasks": args.test_episodes}}
 

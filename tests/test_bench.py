@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metalearn_lib import bench
-from metalearn_lib.bench import Setting, median, run_interleaved, time_rounds
+from metalearn_lib.bench import Setting, run_interleaved, time_rounds
 
 
 def test_time_rounds_takes_turns():
@@ -14,11 +14,6 @@ def test_time_rounds_takes_turns():
     assert calls == ["a", "b"] * 3
     assert {k: len(v) for k, v in seconds.items()} == {"a": 3, "b": 3}
     assert all(s >= 0 for v in seconds.values() for s in v)
-
-
-def test_median():
-    assert median([3.0, 1.0, 2.0]) == 2.0
-    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
 
 
 def test_interleaved_rows_on_cpu(monkeypatch):

@@ -73,12 +73,12 @@ def render_bench(results_dir: Path) -> list[str]:
     for _, stem, run in load_runs(results_dir, ("bench",)):
         rows = [r for r in run["results"] if "tasks_per_s" in r]
         l2l = {r["setting"]: r["tasks_per_s"] for r in rows if r["impl"] == "learn2learn"}
+        rounds = next((r["rounds"] for r in rows if "rounds" in r), None)
+        turns = (f" The implementations took turns, one step each, for {rounds} rounds: the median step, with the "
+                 "slowest and fastest in brackets." if rounds else "")
         lines += ["", f"MAML meta-training throughput (`python -m metalearn_lib bench maml`), {run.get('device_name', '')} "
                   f"(torch {run.get('torch', '?')}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
-                  "one process. *× l2l*: speed relative to learn2learn."
-                  + (f" The implementations took turns, one step each, for {rounds} rounds: the median step, with the "
-                     "slowest and fastest in brackets." if (rounds := next((r["rounds"] for r in rows if "rounds" in r),
-                                                                        None)) else ""), "",
+                  "one process. *× l2l*: speed relative to learn2learn." + turns, "",
                   "| setting | implementation | tasks/s | peak MiB | × l2l |", "|---|---|---|---|---|"]
         for r in rows:
             peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "–"
