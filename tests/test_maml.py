@@ -308,6 +308,25 @@ def test_regression_and_sinusoid_evaluation():
     assert {k: v.mean().item() for k, v in per_task.items()} == pytest.approx(mse)
 
 
+@pytest.mark.parametrize("lr_mode", ["fixed", "per_step", "per_param"])
+def test_batched_regression_mses_equal_task_by_task(lr_mode):
+    # the MLP's tasks adapt together as batched matrix products; each must get its own θ'
+    torch.manual_seed(0)
+    algo = MAML(problem="regression", inner_lr=0.02, lr_mode=lr_mode, inner_steps=1, test_inner_steps=3)
+    if lr_mode != "fixed":  # learned rates that differ between parameters or steps
+        with torch.no_grad():
+            for p in (algo.step_lr,) if lr_mode == "per_step" else algo.param_lr.values():
+                p.uniform_(0.005, 0.03)
+    batched = regression_mses(algo, SinusoidSampler(shots=5, queries=7, seed=4), tasks=6, steps=(0, 2, 3))
+    batch = SinusoidSampler(shots=5, queries=7, seed=4).sample_batch(6)
+    for steps in (0, 2, 3):
+        expected = torch.stack([F.mse_loss(algo.forward_with(algo.adapted_params(batch.x_support[i], batch.y_support[i],
+                                                                                 steps=steps), batch.x_query[i]),
+                                           batch.y_query[i]).detach() for i in range(6)])
+        torch.testing.assert_close(batched[str(steps)], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(batched["0"], batched["3"])
+
+
 def test_sinusoid_results_count_diverged_tasks():
     from argparse import Namespace
 
@@ -322,6 +341,10 @@ def test_sinusoid_results_count_diverged_tasks():
     calm = sinusoid_results(MAML(problem="regression", inner_lr=0.01), Namespace(test_episodes=20, seed=0),
                             torch.device("cpu"))["sinusoid-5shot"]
     assert calm["diverged_tasks"] == {"1": 0, "5": 0, "10": 0} and calm["median"]["1"] > 0
+    assert calm["mean_without_diverged"] == calm["mse_after_steps"]
+    # the mean of the tasks that kept a sane error, or None when every task diverged
+    others = out["mean_without_diverged"]["10"]
+    assert (others is None) == (out["diverged_tasks"]["10"] == 20) and (others is None or others <= 100)
 
 
 def test_sinusoid_sampler_resumes():

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from metalearn_lib.algorithms.maml import DIVERGED_MSE
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ("5w1s", "5w5s", "20w1s", "20w5s")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -145,9 +147,12 @@ def _mse_cell(result: dict, steps: str) -> str:
     """A sinusoid MSE cell: the mean, and how many tasks diverged when any did (the mean is then meaningless)."""
     mean = result["mse_after_steps"][steps]
     diverged = result.get("diverged_tasks", {}).get(steps, 0)
-    text = "diverged" if mean is None else f"{mean:.2f}"
+    # a mean beyond the divergence threshold says only that some task blew up
+    text = "diverged" if mean is None or mean > DIVERGED_MSE else f"{mean:.2f}"
     if diverged:
-        text += f" ({diverged} of {result['tasks']} tasks diverged; median {result['median'][steps]:.2f})"
+        others = result.get("mean_without_diverged", {}).get(steps)
+        text += (f" ({diverged} of {result['tasks']} tasks diverged; median {result['median'][steps]:.2f}"
+                 + (f", mean of the others {others:.2f})" if others is not None else ")"))
     return text
 
 
