@@ -183,12 +183,17 @@ def setting(args: argparse.Namespace, algo_defaults: dict[str, Any], key: str) -
     return algo_defaults.get(key, GLOBAL_DEFAULTS[key])
 
 
+#: Tasks in one sinusoid test set, as in the paper's evaluation (600).
+SINUSOID_SET = 600
+
+
 def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """5-shot MSE on ``--test-episodes`` fresh sinusoid tasks after 1, 5 and 10 inner steps (100 query points).
 
     Beside the mean (the paper's figure): its 95% CI, the median, how many tasks diverged (MSE not
     finite or above ``DIVERGED_MSE``; one is enough to make the mean meaningless) and the mean of the
-    others. Regression tasks are adapted in one batch, so tens of thousands of tasks take seconds.
+    others; and the mean of each successive set of ``SINUSOID_SET`` tasks (the paper's 600). Regression
+    tasks are adapted in one batch, so tens of thousands of tasks take seconds.
     """
     from metalearn_lib.algorithms.maml import DIVERGED_MSE, regression_mses
     from metalearn_lib.data.sinusoid import SinusoidSampler
@@ -209,6 +214,10 @@ def sinusoid_results(algorithm: FewShotAlgorithm, args: argparse.Namespace, devi
                                "median": {k: number(v.nan_to_num(nan=math.inf).median().item()) for k, v in mses.items()},
                                "diverged_tasks": {k: len(v) - len(calm[k]) for k, v in mses.items()},
                                "mean_without_diverged": {k: number(v.mean().item()) for k, v in calm.items()},
+                               # the paper's test-set size: how much one set's mean moves with the tasks drawn
+                               "set_size": SINUSOID_SET, "set_means": {
+                                   k: [number(m) for m in v[:len(v) // SINUSOID_SET * SINUSOID_SET].view(
+                                       -1, SINUSOID_SET).mean(1).tolist()] for k, v in mses.items()},
                                "tasks": args.test_episodes}}
 
 

@@ -342,6 +342,12 @@ def test_sinusoid_results_count_diverged_tasks():
                             torch.device("cpu"))["sinusoid-5shot"]
     assert calm["diverged_tasks"] == {"1": 0, "5": 0, "10": 0} and calm["median"]["1"] > 0
     assert calm["mean_without_diverged"] == calm["mse_after_steps"]
+    assert calm["set_means"] == {"1": [], "5": [], "10": []}   # 20 tasks: no whole test set of 600
+    many = sinusoid_results(MAML(problem="regression", inner_lr=0.01), Namespace(test_episodes=1250, seed=0),
+                            torch.device("cpu"))["sinusoid-5shot"]
+    assert [len(v) for v in many["set_means"].values()] == [2, 2, 2] and many["set_size"] == 600
+    # the sets' means average to the mean of the 1,200 tasks they hold, close to that of all 1,250
+    assert sum(many["set_means"]["1"]) / 2 == pytest.approx(many["mse_after_steps"]["1"], rel=0.1)
     # the mean of the tasks that kept a sane error, or None when every task diverged
     others = out["mean_without_diverged"]["10"]
     assert (others is None) == (out["diverged_tasks"]["10"] == 20) and (others is None or others <= 100)

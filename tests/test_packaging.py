@@ -115,7 +115,11 @@ def test_results_table_flags_a_sinusoid_run_with_diverged_tasks(tmp_path):
     result["mse_after_steps"]["5"] = 0.81  # one task just past the threshold moves a mean of 600 only a little
     (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
     assert ("| 0.81 (1 of 600 tasks diverged; median 0.18, mean of the others 0.43) | diverged (1 of 600 tasks "
-            "diverged; median 0.15, mean of the others 0.36) |" in results_table.render(tmp_path))
+            "diverged; median 0.15, mean of the others 0.36) | – |" in results_table.render(tmp_path))
+    # and the means of its test sets of 600: here three sets, of which only the second meets every target
+    result.update(set_size=600, set_means={"1": [0.6, 0.6, 0.7], "5": [0.3, 0.38, 0.3], "10": [None, 0.3, 0.3]})
+    (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
+    assert "mean of the others 0.36) | 1 of 3 (of 600 tasks) |" in results_table.render(tmp_path)
 
 
 def test_benchmark_scripts_parse_and_name_real_commands():
