@@ -17,7 +17,8 @@ from torch import nn
 from torch.func import functional_call
 
 from metalearn_lib.algorithms import ALGORITHMS, build_algorithm
-from metalearn_lib.algorithms.maml import ANIL, FOMAML, MAML, MetaSGD, adapt, evaluate_regression, regression_mses
+from metalearn_lib.algorithms.maml import (ANIL, FOMAML, MAML, MetaSGD, adapt, evaluate_regression, regression_mses,
+                                           sinusoid_mlp)
 from metalearn_lib.algorithms.reptile import Reptile
 from metalearn_lib.data.sinusoid import SinusoidSampler
 from metalearn_lib.episodes import Episode
@@ -325,6 +326,26 @@ def test_batched_regression_mses_equal_task_by_task(lr_mode):
                                            batch.y_query[i]).detach() for i in range(6)])
         torch.testing.assert_close(batched[str(steps)], expected, rtol=1e-5, atol=1e-6)
     assert not torch.equal(batched["0"], batched["3"])
+
+
+def test_regression_mses_loop_for_a_net_that_is_not_an_mlp():
+    # a net the batched path cannot run (not an nn.Sequential) adapts task by task, to the same errors
+    class Wrapped(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+    torch.manual_seed(0)
+    mlp = sinusoid_mlp()
+    batched = regression_mses(MAML(problem="regression", net=mlp, inner_lr=0.02),
+                              SinusoidSampler(shots=5, queries=7, seed=4), tasks=6, steps=(1, 3))
+    looped = regression_mses(MAML(problem="regression", net=Wrapped(mlp), inner_lr=0.02),
+                             SinusoidSampler(shots=5, queries=7, seed=4), tasks=6, steps=(1, 3))
+    for steps in ("1", "3"):
+        torch.testing.assert_close(looped[steps], batched[steps], rtol=1e-5, atol=1e-6)
 
 
 def test_sinusoid_results_count_diverged_tasks():

@@ -208,16 +208,20 @@ def _explicit_batchnorm(net: nn.Module) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------- batched MLP path ("bmm")
 
-def check_batched_mlp(net: nn.Module) -> None:
-    """Raise unless ``net`` is an ``nn.Sequential`` of ``nn.Linear`` and parameter-free per-sample layers.
+def is_batched_mlp(net: nn.Module) -> bool:
+    """Whether ``net`` is an ``nn.Sequential`` of ``nn.Linear`` and parameter-free per-sample layers.
 
-    BatchNorm is refused: its statistics would mix the tasks.
+    BatchNorm does not count as per-sample: its statistics would mix the tasks.
     """
     def per_sample(m: nn.Module) -> bool:
         return not any(True for _ in m.parameters()) and not isinstance(m, nn.modules.batchnorm._BatchNorm)
 
-    ok = isinstance(net, nn.Sequential) and all(isinstance(m, nn.Linear) or per_sample(m) for m in net)
-    if not ok:
+    return isinstance(net, nn.Sequential) and all(isinstance(m, nn.Linear) or per_sample(m) for m in net)
+
+
+def check_batched_mlp(net: nn.Module) -> None:
+    """Raise unless ``net`` can run on the ``"bmm"`` path (:func:`is_batched_mlp`)."""
+    if not is_batched_mlp(net):
         raise ValueError('vectorize="bmm" runs multilayer perceptrons only (an nn.Sequential of nn.Linear and '
                          'parameter-free layers such as nn.ReLU); use vectorize=True (vmap) or False (a loop) '
                          f'for {type(net).__name__}')
@@ -556,12 +560,7 @@ def regression_mses(algorithm: MAML, sampler: Any, tasks: int = 600,
     lr = algorithm.inner_learning_rate()
     wanted = sorted(set(int(s) for s in steps))
     batch = sampler.sample_batch(tasks)
-    try:
-        check_batched_mlp(module)
-        batched = not algorithm.head_only
-    except ValueError:
-        batched = False
-    if batched:
+    if is_batched_mlp(module) and not algorithm.head_only:
         return _regression_mses_batched(module, lr, batch, wanted, algorithm.loss_fn)
     mses = {s: torch.empty(tasks) for s in wanted}
     for i in range(tasks):
