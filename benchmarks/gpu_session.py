@@ -15,6 +15,8 @@ What it runs, in this order (each command is printed and stored with its result)
    budget reaches on a shared card, not the papers' full schedules (hours).
 3. Beside them, on the CPU side: the five assignments graded from their solution notebooks (the
    notebook, then the hidden tests), at the scales ``--grade-scales`` names (full: the default on a GPU).
+With ``--tests PATH``, pytest runs those files next, alone on the card (the tests that need a GPU).
+
 4. With ``--chapters K``: every chapter notebook at full scale (``benchmarks/run_notebook.py``), ``K`` at a
    time, longest first; each job's JSON gives the notebook's seconds and any cell's error. Since ``K``
    notebooks share the card, the seconds are upper bounds for a notebook run alone (the time-budgeted
@@ -92,6 +94,9 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
         "maml_20w": ["train", "maml", "--train-ways", "20", "--train-shots", "1", "--meta-batch", "16",
                      "--set", "inner_lr=0.1", "--set", "inner_steps=5", "--set", "test_inner_steps=5", *v,
                      "--eval", "20w1s,20w5s", *budget],
+        # the same, each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py)
+        "maml_5w_graph": ["train", "maml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
+                          "--eval", "5w1s,5w5s", "--cuda-graph", *budget],
         "fomaml_5w": ["train", "fomaml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
                       "--eval", "5w1s,5w5s", *budget],
         # Nichol et al. (2018): the class defaults (10 training shots, 5 Adam steps, 50 at test); its
@@ -126,6 +131,7 @@ class Job:
         except json.JSONDecodeError:
             err = Path(self.stderr.name).read_text().strip().splitlines()
             record["error_tail"] = err[-5:]
+            record["output_tail"] = lines[-15:]  # pytest's summary, say
         with open(results, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"[{time.strftime('%H:%M:%S')}] done {self.name}: rc={self.proc.returncode} "
@@ -156,6 +162,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--test-episodes", type=int, default=1000)
     parser.add_argument("--bench-steps", type=int, default=5)
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="pass --cudnn-benchmark to the bench")
     parser.add_argument("--only", action="append", help="run only these training jobs (names; repeatable)")
     parser.add_argument("--no-training", action="store_true", help="run no training job")
     parser.add_argument("--no-bench", action="store_true", help="skip the MAML bench")
@@ -164,6 +171,8 @@ def main() -> int:
     parser.add_argument("--chapters", type=int, default=0, metavar="K",
                         help="run every chapter notebook at full scale, K at a time (0: none)")
     parser.add_argument("--chapter-scale", default="full", help="the chapters' METALEARN_SCALE (quick to try it on a CPU)")
+    parser.add_argument("--tests", action="append", metavar="PATH",
+                        help="pytest these files on the GPU after the bench, before anything else (repeatable)")
     args = parser.parse_args()
     start = time.time()
     out: Path = args.out
@@ -194,10 +203,17 @@ def main() -> int:
     if not args.no_bench:
         first.append(Job("bench_maml", py + ["bench", "maml", "--device", args.device, "--paths",
                                              "--steps", str(args.bench_steps)]
+                         + (["--cudnn-benchmark"] if args.cudnn_benchmark else [])
                          + (["--quick"] if args.device == "cpu" else []), logs, env))
     for job in first:
         job.proc.wait()
         job.finish(results)
+    if args.tests:  # the GPU-only tests (tests/test_graphs.py), alone on the card
+        # only tests/conftest.py (the root one needs nbval, for the notebooks), none of the project's addopts
+        tests = Job("tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--confcutdir=tests",
+                              "-o", "addopts=", "-rfE", *args.tests], logs, env)
+        tests.proc.wait()
+        tests.finish(results)
 
     # 2. training runs, all at once; 3. one grading lane; 4. K chapter lanes. Lanes start jobs from queues.
     table = jobs(args.train_seconds, args.device, args.test_episodes)
@@ -273,6 +289,9 @@ def main() -> int:
             res = {k: v.get("accuracy", v) if isinstance(v, dict) else v for k, v in res.items()}
         if r["name"].startswith("grade_") and o:
             res = {"score": o.get("score"), "max": o.get("max_score"), "notebook_seconds": o.get("notebook_seconds")}
+        if r["name"] == "tests":
+            print("tests", r["returncode"], r["wall_seconds"], *r.get("output_tail", [])[-8:], sep="\n", flush=True)
+            continue
         print(r["name"], r["returncode"], r["wall_seconds"], json.dumps(res)[:300] if res else r.get("error_tail"),
               json.dumps(o.get("train", ""))[:120] if o else "", flush=True)
     print(f"total {time.time() - start:.0f} s", flush=True)

@@ -9,7 +9,9 @@ Every implementation meta-trains the same Conv4 (``bn="batch"``, same initial we
 random 28x28 tasks with one query per class (MAML's own setting), with Adam as the outer optimizer:
 one timed step = inner loop on every task of the meta-batch, meta-gradient, optimizer step.
 Settings: 5-way 1-shot, meta-batch 32, one inner step; 20-way 1-shot, meta-batch 16, five inner
-steps; each second and first order. ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
+steps; each second and first order. On a GPU, ``metalearn_lib-graph`` is our step recorded once as a
+CUDA graph and replayed (``graph_vs_eager``: how far its weights after three steps are from the eager
+step's, as a fraction of how far those moved; :func:`graph_difference`). ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
 no per-run peak is available). ``--quick`` shrinks meta-batches to 4 and times one step, for CPUs.
 On a CPU the implementations of a setting take turns, one step each, and report their median step
 (with ``rounds`` and the ``range`` of rates), so that the machine's drift does not favour one of them.
@@ -111,12 +113,69 @@ def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable
 
 #: Our implementation with its meta-batch path forced: ``-loop`` (a Python loop over tasks) or
 #: ``-vmap`` (``torch.func.vmap``); plain ``metalearn_lib`` lets the class choose (vmap on CUDA).
+#: ``-graph`` (CUDA only) is the class's choice with the whole step recorded once as a CUDA graph and
+#: replayed (:class:`metalearn_lib.graphs.GraphedTrainStep`, ``train --cuda-graph``).
 PATH_IMPLS = {"metalearn_lib-loop": False, "metalearn_lib-vmap": True}
+GRAPH_IMPL = "metalearn_lib-graph"
+
+
+def prepare_graph(setting: Setting, device: torch.device) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """Our step recorded as a CUDA graph (the warm-up and recording happen here, untimed)."""
+    from metalearn_lib.episodes import Episode
+    from metalearn_lib.graphs import GraphedTrainStep
+
+    torch.manual_seed(0)
+    net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
+    algo, _ = step_metalearn_lib(setting, net, None)
+    algo.to(device)
+    graphed = GraphedTrainStep(algo, torch.optim.Adam(algo.parameters(), lr=1e-3))
+    batch = Episode(*make_tasks(setting, device), setting.ways, setting.shots, 1)
+
+    def one() -> None:
+        graphed(batch)
+
+    one()
+    return algo, one
+
+
+def graph_difference(setting: Setting, device: torch.device, steps: int = 3) -> float:
+    """How far apart the weights are after ``steps`` recorded steps and as many eager ones, from the same
+    start on the same tasks, as a fraction of how far the eager steps moved them.
+
+    Both use Adam with ``eps=1``: with the default ``eps`` the conv biases before BatchNorm, whose
+    gradients are rounding noise, take steps of ±lr whose signs the last bits decide (the bench's first
+    GPU run reported ``max_abs_diff_vs_eager``, 0.003 to 0.005 after three steps at lr 1e-3, from them).
+    """
+    from metalearn_lib.episodes import Episode
+    from metalearn_lib.graphs import GraphedTrainStep
+
+    batch = Episode(*make_tasks(setting, device), setting.ways, setting.shots, 1)
+    runs = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        algo, _ = step_metalearn_lib(setting, Conv4(1, out_features=setting.ways, bn="batch").to(device), None)
+        algo.to(device)
+        start = [p.detach().clone() for p in algo.parameters()]
+        optimizer = torch.optim.Adam(algo.parameters(), lr=1e-3, eps=1.0)
+        graphed = GraphedTrainStep(algo, optimizer) if graph else None
+        for _ in range(steps):
+            if graphed is not None:
+                graphed(batch)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                algo.step_tensors(batch)
+                optimizer.step()
+        runs.append((start, [p.detach() for p in algo.parameters()]))
+    (start, eager), (_, replayed) = runs
+    moved = max((a - b).abs().max().item() for a, b in zip(eager, start))
+    return max((a - b).abs().max().item() for a, b in zip(eager, replayed)) / moved
 
 
 def prepare(impl: str, setting: Setting, device: torch.device,
             vectorize: bool | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
     """The module and one timed step (zero_grad, meta-batch, optimizer step) of ``impl``, warmed up."""
+    if impl == GRAPH_IMPL:
+        return prepare_graph(setting, device)
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
     if impl.startswith("metalearn_lib"):
@@ -159,8 +218,11 @@ def time_rounds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, 
 def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
             vectorize: bool | None = None) -> dict[str, Any]:
     """``impl`` alone: ``timed_steps`` steps in one block (how the GPU is measured; peak memory is its own)."""
+    if device.type == "cuda":  # a graph's memory is taken while recording: count it from the start
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     module, one = prepare(impl, setting, device, vectorize)
-    if device.type == "cuda":
+    if device.type == "cuda" and impl != GRAPH_IMPL:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -174,6 +236,8 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
            "peak_mib": round(peak, 1) if peak is not None else None, "device": str(device)}
     if impl.startswith("metalearn_lib"):
         out["vectorize"] = module._use_vmap(device)
+    if impl == GRAPH_IMPL:
+        out["graph_vs_eager"] = graph_difference(setting, device)
     return out
 
 
@@ -217,6 +281,8 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     impls = ["metalearn_lib", "learn2learn", "higher"]
     if paths:
         impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")
+    if device.type == "cuda":  # a CUDA graph saves launches, which a CPU does not make
+        impls.insert(0, GRAPH_IMPL)
     settings = [copy.copy(s) for s in SETTINGS]
     if quick:
         for s in settings:
@@ -234,6 +300,10 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
                 row = run_one(impl, setting, device, steps)
             except ImportError as error:
                 row = {"impl": impl, "setting": setting.name, "error": f"not installed: {error}"}
+            except RuntimeError as error:  # a graph that cannot be recorded: say why, time the others
+                if impl != GRAPH_IMPL:
+                    raise
+                row = {"impl": impl, "setting": setting.name, "error": f"recording failed: {error}"[:2000]}
             printer(json.dumps(row))
             rows.append(row)
     return rows

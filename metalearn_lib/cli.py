@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an algorithm option, e.g. --set distance=cosine (repeatable)")
     tr.add_argument("--out", default=None, help="folder for checkpoints (last.pt, best.pt) and result.json")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--cuda-graph", action="store_true",
+                    help="record the training step once as a CUDA graph and replay it (MAML and its family, on a GPU)")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint or a training-free baseline")
     ev.add_argument("model", help="a checkpoint file (.pt), or pixel-nn")
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timed outer steps per run (default 5; 1 with --quick); on a CPU, rounds of one step each")
     be.add_argument("--paths", action="store_true",
                     help="also time our other meta-batch path (the loop on CUDA, vmap on a CPU)")
+    be.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its convolution algorithms and keep the fastest, for every implementation")
     from metalearn_lib.assignments.cli import add_parser as add_assignments_parser
 
     add_assignments_parser(sub)
@@ -241,11 +245,13 @@ def cmd_train_sinusoid(args: argparse.Namespace, cls: type[FewShotAlgorithm]) ->
         raise UsageError(f"bad --set option for {args.algorithm}: {error}") from error
     config = TrainConfig(steps=args.episodes, time_budget=args.time_budget, lr=cfg["lr"], schedule=cfg["schedule"],
                          step_size=cfg["step_size"], gamma=cfg["gamma"], meta_batch=cfg["meta_batch"],
-                         out_dir=args.out, resume=args.resume, seed=args.seed, progress=not args.quiet)
+                         out_dir=args.out, resume=args.resume, seed=args.seed, progress=not args.quiet,
+                         cuda_graph=args.cuda_graph)
     result = train(algorithm, sampler, config, extra={"dataset": "sinusoid"})
     return {"command": "train", "algorithm": args.algorithm, "dataset": "sinusoid", "seed": args.seed,
             "device": str(device), "device_name": device_name(device), **cfg, "options": options,
-            "episodes": args.episodes, "time_budget": args.time_budget, "results": sinusoid_results(algorithm, args, device),
+            "episodes": args.episodes, "time_budget": args.time_budget, "cuda_graph": args.cuda_graph,
+            "results": sinusoid_results(algorithm, args, device),
             "train": result.summary()}
 
 
@@ -289,14 +295,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(steps=args.episodes, time_budget=args.time_budget, lr=cfg["lr"], schedule=cfg["schedule"],
                          step_size=cfg["step_size"], gamma=cfg["gamma"], meta_batch=cfg["meta_batch"],
                          val_every=cfg["val_every"], val_episodes=cfg["val_episodes"], out_dir=args.out,
-                         resume=args.resume, seed=args.seed, progress=not args.quiet)
+                         resume=args.resume, seed=args.seed, progress=not args.quiet, cuda_graph=args.cuda_graph)
     extra = {"image_size": cfg["image_size"], "split": args.split}
     result = train(algorithm, sampler, config, val_sampler=val_sampler, extra=extra)
     results = run_evaluation(algorithm, args, cfg["image_size"], device)
     return {"command": "train", "algorithm": args.algorithm, "dataset": args.dataset, "split": args.split,
             "protocol": args.protocol, "seed": args.seed, "device": str(device), "device_name": device_name(device),
             **cfg, "options": options,
-            "episodes": args.episodes, "time_budget": args.time_budget,
+            "episodes": args.episodes, "time_budget": args.time_budget, "cuda_graph": args.cuda_graph,
             "results": {k: v.to_dict() for k, v in results.items()}, "train": result.summary()}
 
 
@@ -346,10 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.steps is not None and args.steps <= 0:
                 raise UsageError(f"--steps must be positive, got {args.steps}")
             device = resolve_device(args.device)
+            torch.backends.cudnn.benchmark = args.cudnn_benchmark
             rows = bench_maml(device, quick=args.quick, timed_steps=args.steps,
                               printer=lambda line: print(line, flush=True), paths=args.paths)
             out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "device": str(device),
-                   "device_name": device_name(device),
+                   "device_name": device_name(device), "cudnn_benchmark": args.cudnn_benchmark,
                    "torch": torch.__version__, "results": rows}
         else:
             out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)

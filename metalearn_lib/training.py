@@ -22,6 +22,7 @@ from metalearn_lib.algorithms.base import FewShotAlgorithm
 from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.episodes import EpisodeSampler
 from metalearn_lib.evaluation import episode_accuracies, mean_ci95
+from metalearn_lib.graphs import GraphedTrainStep, check_graph_device
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -48,6 +49,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     progress: bool = True
+    cuda_graph: bool = False        # record the step once as a CUDA graph and replay it (metalearn_lib/graphs.py)
 
     def check(self) -> None:
         if self.steps is None and self.time_budget is None:
@@ -151,6 +153,10 @@ def train(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, config: TrainCon
         result = TrainResult(**blob["result"])
         best_state = blob["best_state"]
     validate = val_sampler is not None and config.val_every > 0
+    graphed = None
+    if config.cuda_graph:  # checked before training, not at the first step
+        check_graph_device(sampler.device)
+        graphed = GraphedTrainStep(algorithm, optimizer)
     algorithm.train()
     start = time.perf_counter() - result.seconds
     total = config.steps if config.steps is not None else None
@@ -176,18 +182,23 @@ def train(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, config: TrainCon
 
     while progress() < 1.0:
         lr = learning_rate(config, result.steps, progress())
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = sampler.sample_batch(config.meta_batch)
-        optimizer.zero_grad(set_to_none=True)
-        metrics = algorithm.train_step(batch)
-        optimizer.step()
+        if graphed is not None:  # metrics stay on the GPU: read them only at log points
+            graphed.set_lr(lr)
+            metrics: dict[str, Any] = graphed(batch)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            metrics = algorithm.train_step(batch)
+            optimizer.step()
         result.steps += 1
         result.tasks += config.meta_batch
         for key, value in metrics.items():  # running mean between log points
             running[key] = running.get(key, 0.0) + value
         if result.steps % config.log_every == 0:
             n = config.log_every
+            running = {key: float(value) for key, value in running.items()}
             result.history["step"].append(result.steps)
             result.history["seconds"].append(round(elapsed(), 2))
             result.history["loss"].append(running.get("loss", float("nan")) / n)
@@ -196,7 +207,7 @@ def train(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, config: TrainCon
             bar.set_postfix(loss=f"{running.get('loss', 0) / n:.3f}", acc=f"{running.get('accuracy', 0) / n:.3f}")
             running = {}
         if callback is not None:
-            callback(result.steps, metrics)
+            callback(result.steps, {key: float(value) for key, value in metrics.items()})
         if validate and result.steps % config.val_every == 0:
             episodes = (val_sampler.sample() for _ in range(config.val_episodes))
             mean, ci = mean_ci95(episode_accuracies(algorithm, episodes))

@@ -43,3 +43,27 @@ def test_interleaved_rows_on_cpu(monkeypatch):
 def test_no_rounds_is_an_error(rounds):
     with pytest.raises(ValueError, match="at least one"):
         time_rounds({"a": lambda: None}, rounds=rounds)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_cli_bench_sets_and_records_cudnn_benchmark(monkeypatch, capsys, flag):
+    import json
+
+    import torch
+
+    from metalearn_lib.cli import main
+
+    seen = {}
+
+    def fake_bench(device, **kwargs):
+        seen["benchmark"] = torch.backends.cudnn.benchmark
+        return [{"impl": "metalearn_lib", "setting": "s", "tasks_per_s": 1.0}]
+
+    monkeypatch.setattr(bench, "bench_maml", fake_bench)
+    before = torch.backends.cudnn.benchmark
+    try:
+        assert main(["bench", "maml", "--device", "cpu", "--steps", "1"] + (["--cudnn-benchmark"] if flag else [])) == 0
+    finally:
+        torch.backends.cudnn.benchmark = before
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert seen["benchmark"] is flag and out["cudnn_benchmark"] is flag

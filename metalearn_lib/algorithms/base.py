@@ -59,9 +59,14 @@ class FewShotAlgorithm(nn.Module):
         return torch.optim.Adam(self.parameters(), lr=lr)
 
 
+def correct_fraction(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of correct predictions (0..1), as a tensor on the logits' device (no wait for a GPU)."""
+    return (logits.argmax(dim=-1) == labels).float().mean()
+
+
 def accuracy(logits: Tensor, labels: Tensor) -> float:
     """Fraction of correct predictions (0..1)."""
-    return (logits.argmax(dim=-1) == labels).float().mean().item()
+    return correct_fraction(logits, labels).item()
 
 
 class EpisodicLossMixin:

@@ -46,6 +46,11 @@ timed in turn in one process on a busy machine; the sinusoid settings (``sinusoi
 ``"bmm"``. With two threads on a busy machine every figure was 3-14x worse: set
 ``OMP_NUM_THREADS=1`` when the machine is shared.
 
+On a GPU the step is bound by the host (Python, ``vmap``'s bookkeeping, kernel launches), not by the
+card: ``TrainConfig(cuda_graph=True)`` (``train --cuda-graph``) records it once as a CUDA graph and
+replays it (:mod:`metalearn_lib.graphs`). :meth:`MAML.step_tensors`, which reads nothing back to the
+host, is what makes the step recordable.
+
 A PyTorch bug worked around here: differentiating ``torch.func.grad`` of ``batch_norm`` inside
 ``vmap`` gives wrong second-order gradients (about 1e-2 off for Conv4, torch 2.14; first order and
 the loop are exact). Inside the vmap path, batch-statistics
@@ -63,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metalearn_lib.algorithms.base import FewShotAlgorithm, accuracy
+from metalearn_lib.algorithms.base import FewShotAlgorithm, correct_fraction
 from metalearn_lib.models.conv4 import Conv4
 
 Params = dict[str, Tensor]
@@ -474,10 +479,15 @@ class MAML(FewShotAlgorithm):
         return loss.detach() if backward else loss, outs.detach()
 
     def train_step(self, batch: Any) -> dict[str, float]:
+        return {key: value.item() for key, value in self.step_tensors(batch).items()}
+
+    def step_tensors(self, batch: Any) -> dict[str, Tensor]:
+        """:meth:`train_step` with its metrics left on the device: nothing waits for the GPU, so the step
+        can be recorded as a CUDA graph (:class:`metalearn_lib.graphs.GraphedTrainStep`)."""
         loss, outs = self.meta_loss(batch, backward=True)
-        metrics = {"loss": loss.item()}
+        metrics = {"loss": loss}
         if self.problem == "classification":
-            metrics["accuracy"] = accuracy(outs, _task_tensors(batch)[3])
+            metrics["accuracy"] = correct_fraction(outs, _task_tensors(batch)[3])
         return metrics
 
     def adapted_params(self, x_support: Tensor, y_support: Tensor, steps: int | None = None) -> Params:
