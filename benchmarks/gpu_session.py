@@ -80,6 +80,8 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
     return {
         "protonet_1shot": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, *budget],
         "protonet_5shot": ["train", "protonet", *proto, "--train-shots", "5", *v, *four, *budget],
+        # the same, each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py)
+        "protonet_1shot_graph": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, "--cuda-graph", *budget],
         "matching_1shot": ["train", "matching", *match, "--train-shots", "1", *v, *four, *budget],
         "matching_5shot": ["train", "matching", *match, "--train-shots", "5", *v, *four, *budget],
         # Koch et al. (2015): the 105 px network, weighted L1 + sigmoid; and the contrastive Conv-4.

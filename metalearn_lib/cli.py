@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="folder for checkpoints (last.pt, best.pt) and result.json")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tr.add_argument("--cuda-graph", action="store_true",
-                    help="record the training step once as a CUDA graph and replay it (MAML and its family, on a GPU)")
+                    help="record the training step once as a CUDA graph and replay it (on a GPU; the MAML family, "
+                         "protonet, matching)")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint or a training-free baseline")
     ev.add_argument("model", help="a checkpoint file (.pt), or pixel-nn")

@@ -14,11 +14,12 @@ What a recorded step needs, and what :class:`GraphedTrainStep` checks or arrange
 
 - every meta-batch has the shapes of the first (episodes of fixed ways, shots and queries);
 - the algorithm has ``step_tensors(batch)``: ``train_step`` without reading a value back to the host
-  (``.item()`` would wait for the GPU, which capture forbids); MAML and its family have it;
+  (``.item()`` would wait for the GPU, which capture forbids); MAML and its family have it, and so do
+  the episodic metric methods (ProtoNet, Matching Networks), but not Siamese pairs (``graph_safe``);
 - the optimizer keeps its step count and learning rate on the GPU (``capturable=True``, a tensor
   ``lr`` that :meth:`GraphedTrainStep.set_lr` changes in place, so schedules still work);
 - warm-up steps before recording (cuDNN and cuBLAS choose their kernels then), after which the
-  weights and the optimizer's state are put back, so the first recorded step is the first step.
+  weights, the buffers and the optimizer's state are put back, so the first recorded step is the first.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from torch import Tensor
 
 
 def supports_graph(algorithm: Any) -> bool:
-    """Can ``algorithm``'s training step be recorded (does it have a host-free ``step_tensors``)?"""
-    return callable(getattr(algorithm, "step_tensors", None))
+    """Can ``algorithm``'s training step be recorded: a host-free ``step_tensors``, with sizes that do not
+    depend on the data (``graph_safe``)?"""
+    return callable(getattr(algorithm, "step_tensors", None)) and getattr(algorithm, "graph_safe", True)
 
 
 def check_graph_device(device: torch.device) -> None:
@@ -59,8 +61,10 @@ class GraphedTrainStep:
 
     def __init__(self, algorithm: Any, optimizer: torch.optim.Optimizer, warmup: int = 3) -> None:
         if not supports_graph(algorithm):
-            raise ValueError(f"{algorithm.name}'s training step cannot be recorded as a CUDA graph (it has no "
-                             "step_tensors); train it without cuda_graph")
+            why = "it has no step_tensors" if not callable(getattr(algorithm, "step_tensors", None)) else \
+                "its sizes depend on the data, or it draws random numbers on the host"
+            raise ValueError(f"{algorithm.name}'s training step cannot be recorded as a CUDA graph ({why}); "
+                             "train it without cuda_graph")
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1 step (cuDNN chooses its kernels then), got {warmup}")
         self.algorithm, self.optimizer, self.warmup = algorithm, optimizer, warmup
@@ -131,6 +135,8 @@ class GraphedTrainStep:
         self._make_capturable(device)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         saved_params = [p.detach().clone() for p in params]
+        buffers = list(self.algorithm.buffers())  # BatchNorm's running statistics, if it keeps them
+        saved_buffers = [b.clone() for b in buffers]
         had_state = {p: {k: v.clone() if isinstance(v, Tensor) else v for k, v in self.optimizer.state[p].items()}
                      for p in params if self.optimizer.state.get(p)}
         side = torch.cuda.Stream(device)
@@ -144,6 +150,8 @@ class GraphedTrainStep:
         with torch.no_grad():
             for p, saved in zip(params, saved_params):
                 p.copy_(saved)
+            for b, saved in zip(buffers, saved_buffers):
+                b.copy_(saved)
             for p in params:
                 for key, value in self.optimizer.state.get(p, {}).items():
                     if isinstance(value, Tensor):
@@ -154,8 +162,13 @@ class GraphedTrainStep:
                             value.zero_()
         self.optimizer.zero_grad(set_to_none=True)  # gradients are then allocated, and written, by the graph
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.metrics = self._eager(self.static)
+        try:
+            with torch.cuda.graph(self.graph):
+                self.metrics = self._eager(self.static)
+        except RuntimeError as error:  # an operation that waits for the GPU, or allocates on the host
+            self.graph = None
+            raise RuntimeError(f"recording {getattr(self.algorithm, 'name', 'the')} training step as a CUDA "
+                               f"graph failed: {error}. Train without cuda_graph (--cuda-graph)") from error
 
     def __call__(self, batch: Any) -> dict[str, Tensor]:
         if self.graph is None:

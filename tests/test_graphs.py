@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from metalearn_lib.algorithms import MAML, ProtoNet
+from metalearn_lib.algorithms import MAML, MatchingNet, ProtoNet, Reptile, Siamese
 from metalearn_lib.cli import main
 from metalearn_lib.episodes import Episode
 from metalearn_lib.graphs import GraphedTrainStep, supports_graph
@@ -52,13 +52,30 @@ def test_step_tensors_leaves_metrics_on_the_device_and_train_step_reads_them():
     assert floats == pytest.approx({k: v.item() for k, v in metrics.items()})
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p.grad, q.grad)
-    assert supports_graph(a) and not supports_graph(ProtoNet())
+    assert supports_graph(a) and supports_graph(ProtoNet()) and supports_graph(MatchingNet())
+    assert not supports_graph(Siamese()) and not supports_graph(Reptile(ways=5))
 
 
-def test_graph_refuses_an_algorithm_without_step_tensors():
-    net = ProtoNet()
-    with pytest.raises(ValueError, match="cannot be recorded as a CUDA graph"):
-        GraphedTrainStep(net, torch.optim.Adam(net.parameters()))
+@pytest.mark.parametrize("build", [lambda: ProtoNet(symmetric=True), lambda: ProtoNet(), MatchingNet,
+                                   Siamese])
+def test_episodic_step_tensors_are_train_step_on_the_device(build):
+    torch.manual_seed(0)
+    a = build()
+    b = copy.deepcopy(a)
+    batch = meta_batch(tasks=2, queries=2)
+    torch.manual_seed(1)  # Siamese draws its different-class pairs at random
+    metrics = a.step_tensors(batch)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in metrics.values())
+    torch.manual_seed(1)
+    assert b.train_step(batch) == pytest.approx({k: v.item() for k, v in metrics.items()})
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert (p.grad is None and q.grad is None) or torch.equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("algo, why", [(Siamese(), "sizes depend on the data"), (Reptile(ways=5), "no step_tensors")])
+def test_graph_refuses_an_algorithm_it_cannot_record(algo, why):
+    with pytest.raises(ValueError, match=f"cannot be recorded as a CUDA graph.*{why}"):
+        GraphedTrainStep(algo, torch.optim.Adam(algo.parameters()))
 
 
 def test_graph_refuses_an_optimizer_it_cannot_capture():
@@ -136,6 +153,23 @@ def test_graph_training_equals_eager_training(maml_kwargs):
     # the logged losses (every step, and the history's means): the same run, to those last bits
     assert [m["loss"] for m in log_graph] == pytest.approx([m["loss"] for m in log_eager], rel=1e-3)
     assert seen["graph"][0].history["loss"] == pytest.approx(seen["eager"][0].history["loss"], rel=1e-3)
+
+
+@cuda
+@pytest.mark.parametrize("build", [lambda: ProtoNet(symmetric=True), MatchingNet])
+def test_graph_training_of_metric_methods_equals_eager_training(build):
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
+    batches = [meta_batch(tasks=1, queries=3, seed=s, device="cuda") for s in range(3)]
+    torch.manual_seed(0)
+    eager = build().cuda()
+    graphed = copy.deepcopy(eager)
+    start = [p.detach().clone() for p in eager.parameters()]
+    for algo, graph in ((eager, False), (graphed, True)):
+        config = TrainConfig(steps=6, progress=False, log_every=3, cuda_graph=graph, lr=1e-2)
+        train(algo, FixedSampler(batches, "cuda"), config, optimizer=torch.optim.Adam(algo.parameters(), lr=1e-2, eps=1.0))
+    moved = max((p - s).abs().max().item() for p, s in zip(eager.parameters(), start))
+    apart = max((p - q).abs().max().item() for p, q in zip(eager.parameters(), graphed.parameters()))
+    assert 0 < moved and apart < 0.01 * moved, (apart, moved)
 
 
 @cuda

@@ -32,6 +32,9 @@ class FewShotAlgorithm(nn.Module):
     test_needs_grad: ClassVar[bool] = False
     #: Does the algorithm learn anything? (pixel nearest neighbour does not)
     trainable: ClassVar[bool] = True
+    #: Can its ``step_tensors`` be recorded as a CUDA graph (:mod:`metalearn_lib.graphs`)? A step whose
+    #: sizes depend on the data, or that draws random numbers on the host, cannot.
+    graph_safe: ClassVar[bool] = True
     #: Settings the command line uses unless told otherwise (train_ways, train_shots, queries, lr, ...).
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -73,17 +76,22 @@ class EpisodicLossMixin:
     """``train_step`` for algorithms trained by a per-episode loss, averaged over the meta-batch.
 
     By default the loss is ``loss_fn`` (cross-entropy) of ``predict``'s query logits; an algorithm with
-    another training signal (Siamese pairs) overrides ``episode_loss(task) -> (loss, accuracy)``.
+    another training signal (Siamese pairs) overrides ``episode_loss(task) -> (loss, accuracy)``, both
+    tensors (nothing is read back from a GPU until the trainer logs).
     """
 
     loss_fn: ClassVar = staticmethod(F.cross_entropy)
 
-    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+    def episode_loss(self, task: Episode) -> tuple[Tensor, Tensor]:
         logits = self.predict(task.x_support, task.y_support, task.x_query, task.ways)
-        return self.loss_fn(logits, task.y_query), accuracy(logits, task.y_query)
+        return self.loss_fn(logits, task.y_query), correct_fraction(logits, task.y_query)
 
-    def train_step(self, batch: Episode) -> dict[str, float]:
+    def step_tensors(self, batch: Episode) -> dict[str, Tensor]:
+        """:meth:`train_step` with its metrics left on the device (what a CUDA graph records)."""
         losses, accs = zip(*(self.episode_loss(task) for task in batch.tasks()))
         loss = torch.stack(losses).mean()
         loss.backward()
-        return {"loss": loss.item(), "accuracy": sum(accs) / len(accs)}
+        return {"loss": loss.detach(), "accuracy": torch.stack(accs).mean()}
+
+    def train_step(self, batch: Episode) -> dict[str, float]:
+        return {key: value.item() for key, value in self.step_tensors(batch).items()}

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
-from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm, accuracy
+from metalearn_lib.algorithms.base import EpisodicLossMixin, FewShotAlgorithm, correct_fraction
 from metalearn_lib.algorithms.metrics import cosine_similarity, prototypes, squared_euclidean
 from metalearn_lib.episodes import Episode
 from metalearn_lib.models.conv4 import Conv4
@@ -107,14 +107,14 @@ class ProtoNet(EpisodicLossMixin, FewShotAlgorithm):
         support_emb, query_emb = self.embed_episode(x_support, x_query)
         return self.logits_from_embeddings(support_emb, y_support, query_emb, ways)
 
-    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+    def episode_loss(self, task: Episode) -> tuple[Tensor, Tensor]:
         if not self.symmetric:
             return super().episode_loss(task)
         support_emb, query_emb = self.embed_episode(task.x_support, task.x_query)
         logits = self.logits_from_embeddings(support_emb, task.y_support, query_emb, task.ways)
         swapped = self.logits_from_embeddings(query_emb, task.y_query, support_emb, task.ways)
         loss = 0.5 * (self.loss_fn(logits, task.y_query) + self.loss_fn(swapped, task.y_support))
-        return loss, accuracy(logits, task.y_query)
+        return loss, correct_fraction(logits, task.y_query)
 
 
 

@@ -103,6 +103,8 @@ class Siamese(EpisodicLossMixin, FewShotAlgorithm):
     """
 
     name = "siamese"
+    #: its training pairs are chosen with ``nonzero`` and a host-side ``randperm`` each step
+    graph_safe: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {
         "train_ways": 20, "train_shots": 1, "queries": 4, "lr": 2e-3, "meta_batch": 1,
         "schedule": "cosine", "step_size": 2000, "gamma": 0.5, "image_size": 28, "rotations": True,
@@ -165,13 +167,13 @@ class Siamese(EpisodicLossMixin, FewShotAlgorithm):
         # a class scores its most similar support example (1-nearest neighbour for K shots)
         return best_per_class(sim, y_support, ways)
 
-    def episode_loss(self, task: Episode) -> tuple[Tensor, float]:
+    def episode_loss(self, task: Episode) -> tuple[Tensor, Tensor]:
         """The pair loss on balanced same/different pairs of the episode's images; pair accuracy."""
         i, j, same = balanced_pairs(torch.cat([task.y_support, task.y_query]))
         emb = self.embed(torch.cat([task.x_support, task.x_query]))
         score = self.similarity(emb[i], emb[j])
         threshold = 0.0 if self.variant == "koch" else -self.margin / 2
-        return self.pair_loss(score, same), ((score > threshold).float() == same).float().mean().item()
+        return self.pair_loss(score, same), ((score > threshold).float() == same).float().mean()
 
 
 # ----------------------------------------------------------------------------------------- verification
