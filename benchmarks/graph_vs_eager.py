@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_graphs import FixedSampler, meta_batch  # noqa: E402
 
 from metalearn_lib.algorithms import MAML  # noqa: E402
+from metalearn_lib.graphs import largest_difference  # noqa: E402
 from metalearn_lib.training import TrainConfig, train  # noqa: E402
 
 
@@ -44,12 +45,10 @@ def main() -> None:
                       optimizer=torch.optim.Adam(algo.parameters(), lr=1e-2, eps=1.0))
                 weights[name] = [p.detach() for p in algo.parameters()]
 
-            def apart(a, b):
-                return max((x - y).abs().max().item() for x, y in zip(weights[a], weights[b]))
-
-            moved = max((x - y.detach()).abs().max().item() for x, y in zip(weights["eager1"], start.parameters()))
-            print("deterministic", deterministic, options, "eager-eager", apart("eager1", "eager2"),
-                  "graph-eager", apart("graph", "eager1"), "moved", moved, flush=True)
+            print("deterministic", deterministic, options,
+                  "eager-eager", largest_difference(weights["eager1"], weights["eager2"]),
+                  "graph-eager", largest_difference(weights["graph"], weights["eager1"]),
+                  "moved", largest_difference(weights["eager1"], start.parameters()), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ What a recorded step needs, and what :class:`GraphedTrainStep` checks or arrange
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -35,6 +35,20 @@ def supports_graph(algorithm: Any) -> bool:
     """Can ``algorithm``'s training step be recorded: a host-free ``step_tensors``, with sizes that do not
     depend on the data (``graph_safe``)?"""
     return callable(getattr(algorithm, "step_tensors", None)) and getattr(algorithm, "graph_safe", True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place when it is a tensor (which a recorded step reads)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def largest_difference(a: Iterable[Tensor], b: Iterable[Tensor]) -> float:
+    """The largest absolute difference between two lists of tensors (two models' weights, say)."""
+    return max((x.detach() - y.detach().to(x.device)).abs().max().item() for x, y in zip(a, b))
 
 
 def check_graph_device(device: torch.device) -> None:
@@ -89,11 +103,7 @@ class GraphedTrainStep:
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate in place (the recorded step reads it from the GPU)."""
-        for group in self.optimizer.param_groups:
-            if isinstance(group["lr"], Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
 
     # -- inputs: a meta-batch is a dataclass (Episode, SinusoidTask) of tensors and sizes
     @staticmethod

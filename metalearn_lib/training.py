@@ -22,7 +22,7 @@ from metalearn_lib.algorithms.base import FewShotAlgorithm
 from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.episodes import EpisodeSampler
 from metalearn_lib.evaluation import episode_accuracies, mean_ci95
-from metalearn_lib.graphs import GraphedTrainStep, check_graph_device
+from metalearn_lib.graphs import GraphedTrainStep, check_graph_device, set_learning_rate
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -182,13 +182,11 @@ def train(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, config: TrainCon
 
     while progress() < 1.0:
         lr = learning_rate(config, result.steps, progress())
+        set_learning_rate(optimizer, lr)
         batch = sampler.sample_batch(config.meta_batch)
         if graphed is not None:  # metrics stay on the GPU: read them only at log points
-            graphed.set_lr(lr)
             metrics: dict[str, Any] = graphed(batch)
         else:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             metrics = algorithm.train_step(batch)
             optimizer.step()
