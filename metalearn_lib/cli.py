@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--test-queries", type=int, default=DEFAULT_TEST_QUERIES, help="queries per class at test")
         p.add_argument("--protocol", default="episodes", choices=PROTOCOLS,
                        help="random test episodes, or Lake's 20 official one-shot runs")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0,
+                       help="fixes the initial weights, the training tasks and the test tasks (default 0)")
         p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
         p.add_argument("--data-root", default=None, help="folder holding omniglot-py/ (default: $METALEARN_DATA)")
         p.add_argument("--download", action="store_true", help="download the data when it is missing")
@@ -241,6 +242,7 @@ def cmd_train_sinusoid(args: argparse.Namespace, cls: type[FewShotAlgorithm]) ->
     device = resolve_device(args.device)
     sampler = SinusoidSampler(cfg["train_shots"], cfg["queries"], seed=args.seed, device=device)
     try:
+        torch.manual_seed(args.seed)  # --seed fixes the initial weights too, not only the tasks
         algorithm = build_algorithm(args.algorithm, **options).to(device)
     except TypeError as error:
         raise UsageError(f"bad --set option for {args.algorithm}: {error}") from error
@@ -286,6 +288,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                                      max(1, min(cfg["queries"], int(val.counts.min()) - val_shots)),
                                      seed=args.seed + 500, device=device, name="the validation split")
     try:
+        torch.manual_seed(args.seed)  # --seed fixes the initial weights too, not only the episodes
         algorithm = build_algorithm(args.algorithm, in_channels=1, image_size=cfg["image_size"],
                                     ways=cfg["train_ways"], **options).to(device)
     except TypeError as error:

@@ -17,8 +17,8 @@ from torch import nn
 from torch.func import functional_call
 
 from metalearn_lib.algorithms import ALGORITHMS, build_algorithm
-from metalearn_lib.algorithms.maml import (ANIL, FOMAML, MAML, MetaSGD, adapt, evaluate_regression, regression_mses,
-                                           sinusoid_mlp)
+from metalearn_lib.algorithms.maml import (ANIL, FOMAML, MAML, InputScale, MetaSGD, adapt, evaluate_regression,
+                                           regression_mses, sinusoid_mlp)
 from metalearn_lib.algorithms.reptile import Reptile
 from metalearn_lib.data.sinusoid import SinusoidSampler
 from metalearn_lib.episodes import Episode
@@ -431,3 +431,37 @@ def test_short_omniglot_run_beats_chance():
     train(algo, sampler, TrainConfig(steps=30, lr=3e-3, schedule="constant", meta_batch=4, progress=False, seed=0))
     result = evaluate(algo, omniglot("lake", "test", image_size=28), 5, 1, queries=5, episodes=40, seed=1)
     assert result.accuracy > 30, result  # chance is 20%; this run gets about 45%
+
+
+def test_input_scale_is_the_same_functions_with_smaller_first_layer_curvature():
+    torch.manual_seed(0)
+    scaled, raw = sinusoid_mlp(input_scale=0.2), sinusoid_mlp()
+    assert isinstance(scaled[0], InputScale) and len(scaled) == len(raw) + 1
+    with torch.no_grad():  # w (x / 5) = (w / 5) x: copy the scaled net's weights into the raw one
+        for i, (p, q) in enumerate(zip(scaled.parameters(), raw.parameters())):
+            q.copy_(p * 0.2 if i == 0 else p)  # the first is the first layer's weight
+    x = torch.linspace(-5, 5, 11).unsqueeze(1)
+    torch.testing.assert_close(scaled(x), raw(x))
+    # the first layer's weight gradient carries the input's factor: 0.2 of the raw one at the same function
+    y = torch.sin(x)
+    g_scaled = torch.autograd.grad(F.mse_loss(scaled(x), y), scaled[1].weight)[0]
+    g_raw = torch.autograd.grad(F.mse_loss(raw(x), y), raw[0].weight)[0]
+    torch.testing.assert_close(g_scaled, 0.2 * g_raw)
+    # MAML builds it for regression, its three meta-batch paths agree, and a checkpoint's config keeps it
+    algo = MAML(problem="regression", inner_lr=0.01, input_scale=0.2, vectorize="bmm")
+    assert isinstance(algo.net[0], InputScale) and algo.config()["input_scale"] == 0.2
+    assert isinstance(build_algorithm("maml", **algo.config()).net[0], InputScale)
+    batch = SinusoidSampler(shots=5, queries=7, seed=1).sample_batch(3)
+    for vectorize in (True, False):
+        close(meta_grad(algo, batch, vectorize="bmm"), meta_grad(algo, batch, vectorize=vectorize), tol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(problem="regression", input_scale=0), "input_scale must be a positive number"),
+    (dict(problem="regression", input_scale=float("nan")), "input_scale must be a positive number"),
+    (dict(input_scale=0.2), "default regression network only"),
+    (dict(problem="regression", input_scale=0.2, net=nn.Sequential(nn.Linear(1, 1))), "default regression network only"),
+])
+def test_bad_input_scale_is_one_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MAML(**kwargs)

@@ -96,8 +96,12 @@ def test_results_table_shows_sinusoid_runs_beside_the_targets(tmp_path):
            "results": {"sinusoid-5shot": {"mse_after_steps": {"1": 0.812, "5": 0.456, "10": 0.3941}, "tasks": 600}}}
     (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
     table = results_table.render(tmp_path)
-    assert "| `cpu/maml_sinusoid` | maml | cpu | 120 s | 0.81 | 0.46 | 0.39 |" in table
-    assert "| target | Finn et al. 2017 | | | 0.67 | 0.38 | 0.35 |" in table
+    assert "| `cpu/maml_sinusoid` | maml | cpu | 120 s | x | 0.81 | 0.46 | 0.39 |" in table
+    assert "| target | Finn et al. 2017 | | | x | 0.67 | 0.38 | 0.35 |" in table
+    # a run with its input scaled to [-1, 1] says so
+    run["options"] = {"input_scale": 0.2}
+    (tmp_path / "cpu" / "maml_sinusoid.json").write_text(json.dumps(run) + "\n")
+    assert "| `cpu/maml_sinusoid` | maml | cpu | 120 s | x / 5 | 0.81 |" in results_table.render(tmp_path)
 
 
 def test_results_table_flags_a_sinusoid_run_with_diverged_tasks(tmp_path):

@@ -131,20 +131,28 @@ def render(results_dir: Path) -> str:
     if sinusoid:
         lines += ["", "MAML's sinusoid regression: 5-shot mean squared error on new tasks after 1, 5 and 10 inner steps. "
                   "*Sets meeting the targets*: the tasks cut into test sets of the paper's size, and how many of "
-                  "those sets have all three means at or below the targets.",
-                  "", "| run | algorithm | device | training | 1 step | 5 steps | 10 steps | sets meeting the targets |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "those sets have all three means at or below the targets. *Input*: what the network's first "
+                  "layer sees, the paper's x in [-5, 5] or x scaled to [-1, 1] (`input_scale`, the command's default).",
+                  "", "| run | algorithm | device | training | input | 1 step | 5 steps | 10 steps | "
+                  "sets meeting the targets |", "|---|---|---|---|---|---|---|---|---|"]
         for device, stem, run in sinusoid:
             result = run["results"]["sinusoid-5shot"]
             lines.append(f"| `{device}/{stem}` | {run['algorithm']} | {_device(run)} | {_training(run)} | "
-                         + " | ".join(_mse_cell(result, k) for k in ("1", "5", "10")) + f" | {_sets_cell(result)} |")
-        lines.append("| target | Finn et al. 2017 | | | " + " | ".join(f"{v:.2f}" for v in PAPER_SINUSOID.values())
+                         f"{_input_cell(run)} | " + " | ".join(_mse_cell(result, k) for k in ("1", "5", "10"))
+                         + f" | {_sets_cell(result)} |")
+        lines.append("| target | Finn et al. 2017 | | | x | " + " | ".join(f"{v:.2f}" for v in PAPER_SINUSOID.values())
                      + " | |")
     lines += render_bench(results_dir)
     notes = provenance(results_dir)
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+def _input_cell(run: dict) -> str:
+    """The sinusoid network's input: the paper's raw x, or x times ``input_scale``."""
+    scale = run.get("options", {}).get("input_scale", 1)
+    return "x" if scale == 1 else f"x / {1 / scale:g}" if scale < 1 else f"{scale:g} x"
 
 
 def _mse_cell(result: dict, steps: str) -> str:
