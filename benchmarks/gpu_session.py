@@ -72,7 +72,7 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
     # Snell et al. (2017): 60-way episodes, 5 queries, Adam 1e-3 halved every 2,000 episodes, the paper's loss.
     proto = ["--train-ways", "60", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
              "--gamma", "0.5", "--set", "symmetric=false"]
-    # Vinyals et al. (2016): 20-way episodes (cosine attention scaled by 10, the class default).
+    # Vinyals et al. (2016): 20-way episodes (cosine attention scaled by 20, the class default).
     match = ["--train-ways", "20", "--queries", "5", "--lr", "1e-3", "--schedule", "step", "--step-size", "2000",
              "--gamma", "0.5"]
     lake = ["--split", "lake", "--protocol", "lake-runs", "--device", device, "--quiet"]
