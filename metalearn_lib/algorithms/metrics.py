@@ -47,7 +47,9 @@ def cosine_similarity(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
 
 def one_hot(y: Tensor, ways: int) -> Tensor:
     """Float one-hot ``[n, ways]`` of integer labels ``y`` in ``0..ways-1``."""
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= ways):
+    # the check reads the labels back to the host, which a CUDA graph being recorded cannot do
+    capturing = y.is_cuda and torch.cuda.is_current_stream_capturing()
+    if y.numel() and not capturing and (int(y.min()) < 0 or int(y.max()) >= ways):
         raise ValueError(f"labels must lie in 0..{ways - 1} for a {ways}-way task, "
                          f"got {y.min().item()}..{y.max().item()}")
     return F.one_hot(y.long(), ways).float()

@@ -80,7 +80,9 @@ def render_bench(results_dir: Path) -> list[str]:
                  "slowest and fastest in brackets." if rounds else "")
         lines += ["", f"MAML meta-training throughput (`python -m metalearn_lib bench maml`), {run.get('device_name', '')} "
                   f"(torch {run.get('torch', '?')}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
-                  "one process. *× l2l*: speed relative to learn2learn." + turns, "",
+                  "one process" + ("; cuDNN's autotuner on (`--cudnn-benchmark`) for every implementation"
+                                   if run.get("cudnn_benchmark") else "")
+                  + f" ({stem}.json). *× l2l*: speed relative to learn2learn." + turns, "",
                   "| setting | implementation | tasks/s | peak MiB | × l2l |", "|---|---|---|---|---|"]
         for r in rows:
             peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") is not None else "–"
