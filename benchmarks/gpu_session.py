@@ -17,8 +17,8 @@ What it runs, in this order (each command is printed and stored with its result)
    notebook, then the hidden tests), at the scales ``--grade-scales`` names (full: the default on a GPU).
 With ``--tests PATH``, pytest runs those files next, alone on the card (the tests that need a GPU).
 
-4. With ``--chapters K``: every chapter notebook at full scale (``benchmarks/run_notebook.py``), ``K`` at a
-   time, longest first; each job's JSON gives the notebook's seconds and any cell's error. Since ``K``
+4. With ``--chapters K``: every chapter notebook (or those ``--notebook`` names) at full scale
+   (``benchmarks/run_notebook.py``), ``K`` at a time, longest first; each job's JSON gives the notebook's seconds and any cell's error. Since ``K``
    notebooks share the card, the seconds are upper bounds for a notebook run alone (the time-budgeted
    trainings take their budgets either way; evaluation and step-counted work slow down).
 
@@ -173,9 +173,16 @@ def main() -> int:
     parser.add_argument("--chapters", type=int, default=0, metavar="K",
                         help="run every chapter notebook at full scale, K at a time (0: none)")
     parser.add_argument("--chapter-scale", default="full", help="the chapters' METALEARN_SCALE (quick to try it on a CPU)")
+    parser.add_argument("--notebook", action="append", metavar="NAME",
+                        help="with --chapters: only these notebooks (e.g. 04_optimization/sinusoid; repeatable)")
     parser.add_argument("--tests", action="append", metavar="PATH",
                         help="pytest these files on the GPU after the bench, before anything else (repeatable)")
     args = parser.parse_args()
+    chosen = chapter_notebooks()
+    unknown = sorted(set(args.notebook or []) - set(chosen))
+    if unknown:
+        parser.error(f"no chapter notebook named {', '.join(unknown)}; the names are: {', '.join(chosen)}")
+    chosen = [name for name in chosen if not args.notebook or name in args.notebook]
     start = time.time()
     out: Path = args.out
     logs = args.logs
@@ -225,7 +232,7 @@ def main() -> int:
     # queues of (job name, what to run); longest first within a scale, so that a deadline cuts the short ones
     grading = [] if args.no_grading else [(f"grade_{a}_{scale}", (scale, a)) for scale in scales
                                           for a in reversed(ASSIGNMENTS)]
-    chapters = [("chapter_" + name.replace("/", "_"), name) for name in chapter_notebooks()] if args.chapters > 0 else []
+    chapters = [("chapter_" + name.replace("/", "_"), name) for name in chosen] if args.chapters > 0 else []
     chapter_env = {**env, "METALEARN_SCALE": args.chapter_scale}
     (logs / "notebooks").mkdir(exist_ok=True)
     grader: Job | None = None

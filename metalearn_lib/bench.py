@@ -11,7 +11,8 @@ one timed step = inner loop on every task of the meta-batch, meta-gradient, opti
 Settings: 5-way 1-shot, meta-batch 32, one inner step; 20-way 1-shot, meta-batch 16, five inner
 steps; each second and first order. On a GPU, ``metalearn_lib-graph`` is our step recorded once as a
 CUDA graph and replayed (``graph_vs_eager``: how far its weights after three steps are from the eager
-step's, as a fraction of how far those moved; :func:`graph_difference`). ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
+step's, as a fraction of how far those moved, in full float32; :func:`graph_difference`), and with
+``--paths`` ``metalearn_lib-graph-loop`` the loop over tasks recorded the same way. ``peak_mib`` is the peak CUDA memory (``null`` on a CPU, where
 no per-run peak is available). ``--quick`` shrinks meta-batches to 4 and times one step, for CPUs.
 On a CPU the implementations of a setting take turns, one step each, and report their median step
 (with ``rounds`` and the ``range`` of rates), so that the machine's drift does not favour one of them.
@@ -114,25 +115,28 @@ def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable
 #: Our implementation with its meta-batch path forced: ``-loop`` (a Python loop over tasks) or
 #: ``-vmap`` (``torch.func.vmap``); plain ``metalearn_lib`` lets the class choose (vmap on CUDA).
 #: ``-graph`` (CUDA only) is the class's choice with the whole step recorded once as a CUDA graph and
-#: replayed (:class:`metalearn_lib.graphs.GraphedTrainStep`, ``train --cuda-graph``).
+#: replayed (:class:`metalearn_lib.graphs.GraphedTrainStep`, ``train --cuda-graph``); ``-graph-loop``
+#: (CUDA, with ``--paths``) records the loop over tasks instead: no launch overhead, no grouped convolutions.
 PATH_IMPLS = {"metalearn_lib-loop": False, "metalearn_lib-vmap": True}
 GRAPH_IMPL = "metalearn_lib-graph"
+GRAPH_IMPLS = {GRAPH_IMPL: None, "metalearn_lib-graph-loop": False}   # name -> MAML's vectorize
 
 
-def _seeded_maml(setting: Setting, device: torch.device) -> tuple[MAML, Any]:
+def _seeded_maml(setting: Setting, device: torch.device, vectorize: bool | None = None) -> tuple[MAML, Any]:
     """Our MAML with the bench's initial weights (seed 0, as :func:`prepare` builds them) and the tasks."""
     from metalearn_lib.episodes import Episode
 
     torch.manual_seed(0)
-    algo, _ = step_metalearn_lib(setting, Conv4(1, out_features=setting.ways, bn="batch").to(device), None)
+    algo, _ = step_metalearn_lib(setting, Conv4(1, out_features=setting.ways, bn="batch").to(device), vectorize)
     return algo.to(device), Episode(*make_tasks(setting, device), setting.ways, setting.shots, 1)
 
 
-def prepare_graph(setting: Setting, device: torch.device) -> tuple[torch.nn.Module, Callable[[], None]]:
+def prepare_graph(setting: Setting, device: torch.device,
+                  vectorize: bool | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
     """Our step recorded as a CUDA graph (the warm-up and recording happen here, untimed)."""
     from metalearn_lib.graphs import GraphedTrainStep
 
-    algo, batch = _seeded_maml(setting, device)
+    algo, batch = _seeded_maml(setting, device, vectorize)
     graphed = GraphedTrainStep(algo, torch.optim.Adam(algo.parameters(), lr=1e-3))
 
     def one() -> None:
@@ -149,23 +153,31 @@ def graph_difference(setting: Setting, device: torch.device, steps: int = 3) -> 
     Both use Adam with ``eps=1``: with the default ``eps`` the conv biases before BatchNorm, whose
     gradients are rounding noise, take steps of ±lr whose signs the last bits decide (the bench's first
     GPU run reported ``max_abs_diff_vs_eager``, 0.003 to 0.005 after three steps at lr 1e-3, from them).
+    Both run in full float32 (no TF32), so that the figure measures the graph and not TF32's rounding,
+    which five second-order inner steps amplify (0.40 for 20w1s-mb16-5step-second on an H200, with TF32
+    and cuDNN's autotuner on).
     """
     from metalearn_lib.graphs import GraphedTrainStep, largest_difference
 
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = False, False
     runs = []
-    for graph in (False, True):
-        algo, batch = _seeded_maml(setting, device)
-        start = [p.detach().clone() for p in algo.parameters()]
-        optimizer = torch.optim.Adam(algo.parameters(), lr=1e-3, eps=1.0)
-        graphed = GraphedTrainStep(algo, optimizer) if graph else None
-        for _ in range(steps):
-            if graphed is not None:
-                graphed(batch)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                algo.step_tensors(batch)
-                optimizer.step()
-        runs.append((start, list(algo.parameters())))
+    try:
+        for graph in (False, True):
+            algo, batch = _seeded_maml(setting, device)
+            start = [p.detach().clone() for p in algo.parameters()]
+            optimizer = torch.optim.Adam(algo.parameters(), lr=1e-3, eps=1.0)
+            graphed = GraphedTrainStep(algo, optimizer) if graph else None
+            for _ in range(steps):
+                if graphed is not None:
+                    graphed(batch)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    algo.step_tensors(batch)
+                    optimizer.step()
+            runs.append((start, list(algo.parameters())))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     (start, eager), (_, replayed) = runs
     return largest_difference(eager, replayed) / largest_difference(eager, start)
 
@@ -173,8 +185,8 @@ def graph_difference(setting: Setting, device: torch.device, steps: int = 3) -> 
 def prepare(impl: str, setting: Setting, device: torch.device,
             vectorize: bool | None = None) -> tuple[torch.nn.Module, Callable[[], None]]:
     """The module and one timed step (zero_grad, meta-batch, optimizer step) of ``impl``, warmed up."""
-    if impl == GRAPH_IMPL:
-        return prepare_graph(setting, device)
+    if impl in GRAPH_IMPLS:
+        return prepare_graph(setting, device, GRAPH_IMPLS[impl])
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
     if impl.startswith("metalearn_lib"):
@@ -221,7 +233,7 @@ def run_one(impl: str, setting: Setting, device: torch.device, timed_steps: int,
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     module, one = prepare(impl, setting, device, vectorize)
-    if device.type == "cuda" and impl != GRAPH_IMPL:
+    if device.type == "cuda" and impl not in GRAPH_IMPLS:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -281,7 +293,7 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     if paths:
         impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")
     if device.type == "cuda":  # a CUDA graph saves launches, which a CPU does not make
-        impls.insert(0, GRAPH_IMPL)
+        impls[:0] = [GRAPH_IMPL] + (["metalearn_lib-graph-loop"] if paths else [])
     settings = [copy.copy(s) for s in SETTINGS]
     if quick:
         for s in settings:
@@ -300,7 +312,7 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
             except ImportError as error:
                 row = {"impl": impl, "setting": setting.name, "error": f"not installed: {error}"}
             except RuntimeError as error:  # a graph that cannot be recorded: say why, time the others
-                if impl != GRAPH_IMPL:
+                if impl not in GRAPH_IMPLS:
                     raise
                 row = {"impl": impl, "setting": setting.name, "error": f"recording failed: {error}"[:2000]}
             printer(json.dumps(row))

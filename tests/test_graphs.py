@@ -200,3 +200,16 @@ def test_graph_bench_row():
     row = run_one(GRAPH_IMPL, SETTINGS[0], torch.device("cuda"), 2)  # recorded, replayed and compared
     assert "error" not in row and row["tasks_per_s"] > 0 and row["vectorize"], json.dumps(row)
     assert row["graph_vs_eager"] < 0.01, json.dumps(row)  # a missed step would leave a third of the way
+    loop = run_one("metalearn_lib-graph-loop", SETTINGS[0], torch.device("cuda"), 2)   # the loop over tasks, recorded
+    assert "error" not in loop and loop["tasks_per_s"] > 0 and loop["vectorize"] is False, json.dumps(loop)
+
+
+@cuda
+def test_graph_difference_of_five_second_order_steps():
+    from metalearn_lib.bench import SETTINGS, graph_difference
+
+    # the bench's hardest setting (20-way, five second-order inner steps), in full float32: the graph
+    # replays the eager step; TF32 on, an H200 once put them 0.40 of the way apart
+    torch.backends.cudnn.allow_tf32 = True
+    assert graph_difference(SETTINGS[2], torch.device("cuda")) < 0.01
+    assert torch.backends.cudnn.allow_tf32   # the flag it turned off for the comparison is restored
