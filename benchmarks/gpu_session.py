@@ -65,6 +65,11 @@ def chapter_notebooks() -> list[str]:
     return sorted(found, key=lambda name: (rank.get(name, len(rank)), name))
 
 
+# graph versions of more runs, for --only (a default session runs the two graph jobs of the table)
+EXTRA_GRAPH_JOBS = ["protonet_5shot_graph", "matching_1shot_graph", "matching_5shot_graph", "maml_20w_graph",
+                    "fomaml_5w_graph"]
+
+
 def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
     """name -> arguments of ``python -m metalearn_lib`` for every training run (``t`` seconds each)."""
     v = ["--split", "vinyals", "--test-episodes", str(episodes), "--device", device, "--quiet"]
@@ -77,7 +82,7 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
              "--gamma", "0.5"]
     lake = ["--split", "lake", "--protocol", "lake-runs", "--device", device, "--quiet"]
     budget = ["--time-budget", str(t)]
-    return {
+    table = {
         "protonet_1shot": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, *budget],
         "protonet_5shot": ["train", "protonet", *proto, "--train-shots", "5", *v, *four, *budget],
         # the same, each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py)
@@ -106,6 +111,10 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
         "reptile_5w": ["train", "reptile", "--train-ways", "5", *v[:2], "--test-episodes", str(max(1, episodes // 5)),
                        "--device", device, "--quiet", "--eval", "5w1s,5w5s", "--time-budget", str(max(1, t - 90))],
     }
+    for name in EXTRA_GRAPH_JOBS:  # e.g. matching_1shot_graph: matching_1shot with --cuda-graph
+        plain = table[name.removesuffix("_graph")]
+        table[name] = plain[:-2] + ["--cuda-graph"] + plain[-2:]   # before its --time-budget T
+    return table
 
 
 class Job:
@@ -165,7 +174,9 @@ def main() -> int:
     parser.add_argument("--test-episodes", type=int, default=1000)
     parser.add_argument("--bench-steps", type=int, default=5)
     parser.add_argument("--cudnn-benchmark", action="store_true", help="pass --cudnn-benchmark to the bench")
-    parser.add_argument("--only", action="append", help="run only these training jobs (names; repeatable)")
+    parser.add_argument("--only", action="append",
+                        help="run only these training jobs (names; repeatable), e.g. the graph versions "
+                             + ", ".join(EXTRA_GRAPH_JOBS) + " that a default session leaves out")
     parser.add_argument("--no-training", action="store_true", help="run no training job")
     parser.add_argument("--no-bench", action="store_true", help="skip the MAML bench")
     parser.add_argument("--no-grading", action="store_true")
@@ -183,6 +194,10 @@ def main() -> int:
     if unknown:
         parser.error(f"no chapter notebook named {', '.join(unknown)}; the names are: {', '.join(chosen)}")
     chosen = [name for name in chosen if not args.notebook or name in args.notebook]
+    table = jobs(args.train_seconds, args.device, args.test_episodes)
+    unknown = sorted(set(args.only or []) - set(table))
+    if unknown:
+        parser.error(f"no training job named {', '.join(unknown)}; the names are: {', '.join(table)}")
     start = time.time()
     out: Path = args.out
     logs = args.logs
@@ -225,8 +240,7 @@ def main() -> int:
         tests.finish(results)
 
     # 2. training runs, all at once; 3. one grading lane; 4. K chapter lanes. Lanes start jobs from queues.
-    table = jobs(args.train_seconds, args.device, args.test_episodes)
-    names = [] if args.no_training else (args.only or list(table))
+    names = [] if args.no_training else (args.only or [n for n in table if n not in EXTRA_GRAPH_JOBS])
     running = [Job(name, py + table[name], logs, env) for name in names]
     scales = [s for s in args.grade_scales.split(",") if s]
     # queues of (job name, what to run); longest first within a scale, so that a deadline cuts the short ones
