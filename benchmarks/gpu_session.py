@@ -65,7 +65,9 @@ def chapter_notebooks() -> list[str]:
     return sorted(found, key=lambda name: (rank.get(name, len(rank)), name))
 
 
-# graph versions of more runs, for --only (a default session runs the two graph jobs of the table)
+# runs repeated with each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py): a
+# default session runs the first two; the others are for --only
+DEFAULT_GRAPH_JOBS = ["protonet_1shot_graph", "maml_5w_graph"]
 EXTRA_GRAPH_JOBS = ["protonet_5shot_graph", "matching_1shot_graph", "matching_5shot_graph", "maml_20w_graph",
                     "fomaml_5w_graph"]
 
@@ -85,8 +87,6 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
     table = {
         "protonet_1shot": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, *budget],
         "protonet_5shot": ["train", "protonet", *proto, "--train-shots", "5", *v, *four, *budget],
-        # the same, each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py)
-        "protonet_1shot_graph": ["train", "protonet", *proto, "--train-shots", "1", *v, *four, "--cuda-graph", *budget],
         "matching_1shot": ["train", "matching", *match, "--train-shots", "1", *v, *four, *budget],
         "matching_5shot": ["train", "matching", *match, "--train-shots", "5", *v, *four, *budget],
         # Koch et al. (2015): the 105 px network, weighted L1 + sigmoid; and the contrastive Conv-4.
@@ -101,9 +101,6 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
         "maml_20w": ["train", "maml", "--train-ways", "20", "--train-shots", "1", "--meta-batch", "16",
                      "--set", "inner_lr=0.1", "--set", "inner_steps=5", "--set", "test_inner_steps=5", *v,
                      "--eval", "20w1s,20w5s", *budget],
-        # the same, each step recorded once as a CUDA graph and replayed (metalearn_lib/graphs.py)
-        "maml_5w_graph": ["train", "maml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
-                          "--eval", "5w1s,5w5s", "--cuda-graph", *budget],
         "fomaml_5w": ["train", "fomaml", "--train-ways", "5", "--train-shots", "1", "--meta-batch", "32", *v,
                       "--eval", "5w1s,5w5s", *budget],
         # Nichol et al. (2018): the class defaults (10 training shots, 5 Adam steps, 50 at test); its
@@ -111,7 +108,7 @@ def jobs(t: int, device: str, episodes: int) -> dict[str, list[str]]:
         "reptile_5w": ["train", "reptile", "--train-ways", "5", *v[:2], "--test-episodes", str(max(1, episodes // 5)),
                        "--device", device, "--quiet", "--eval", "5w1s,5w5s", "--time-budget", str(max(1, t - 90))],
     }
-    for name in EXTRA_GRAPH_JOBS:  # e.g. matching_1shot_graph: matching_1shot with --cuda-graph
+    for name in DEFAULT_GRAPH_JOBS + EXTRA_GRAPH_JOBS:  # e.g. matching_1shot_graph: matching_1shot with --cuda-graph
         plain = table[name.removesuffix("_graph")]
         table[name] = plain[:-2] + ["--cuda-graph"] + plain[-2:]   # before its --time-budget T
     return table
@@ -190,14 +187,12 @@ def main() -> int:
                         help="pytest these files on the GPU after the bench, before anything else (repeatable)")
     args = parser.parse_args()
     chosen = chapter_notebooks()
-    unknown = sorted(set(args.notebook or []) - set(chosen))
-    if unknown:
-        parser.error(f"no chapter notebook named {', '.join(unknown)}; the names are: {', '.join(chosen)}")
-    chosen = [name for name in chosen if not args.notebook or name in args.notebook]
     table = jobs(args.train_seconds, args.device, args.test_episodes)
-    unknown = sorted(set(args.only or []) - set(table))
-    if unknown:
-        parser.error(f"no training job named {', '.join(unknown)}; the names are: {', '.join(table)}")
+    for kind, given, known in (("chapter notebook", args.notebook, chosen), ("training job", args.only, table)):
+        unknown = sorted(set(given or []) - set(known))
+        if unknown:
+            parser.error(f"no {kind} named {', '.join(unknown)}; the names are: {', '.join(known)}")
+    chosen = [name for name in chosen if not args.notebook or name in args.notebook]
     start = time.time()
     out: Path = args.out
     logs = args.logs

@@ -293,7 +293,7 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     if paths:
         impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")
     if device.type == "cuda":  # a CUDA graph saves launches, which a CPU does not make
-        impls[:0] = [GRAPH_IMPL] + (["metalearn_lib-graph-loop"] if paths else [])
+        impls[:0] = list(GRAPH_IMPLS) if paths else [GRAPH_IMPL]
     settings = [copy.copy(s) for s in SETTINGS]
     if quick:
         for s in settings:
