@@ -39,7 +39,10 @@ $(STAMP): requirements.txt pyproject.toml
 # -W --keep-going: any Sphinx warning (unknown citation, broken reference...) fails the build after
 # listing them all; a notebook cell that raises fails it at once (book.yml: execute.raise_on_error).
 # --toc takes an absolute path: Jupyter Book resolves a relative one against chapters/ again.
+# The notebooks run first, two at a time with one torch thread each, into the execution cache that
+# the Sphinx build then reads (metalearn_lib/tools/execute_book.py; book.yml: execute_notebooks: cache).
 book: $(STAMP)
+	$(PY) -m metalearn_lib.tools.execute_book --jobs 2
 	$(VENV)/bin/jupyter-book build -W --keep-going chapters --config book.yml --toc $(CURDIR)/chapters/_toc.yml
 	$(PY) -m metalearn_lib.tools.check_offline chapters/_build/html
 	$(PY) -m metalearn_lib.tools.check_browser chapters/_build/html --screenshots chapters/_build/screenshots

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageStat
 
 from metalearn_lib.tools.check_browser import Book, check_colab, find_browser, main
 from metalearn_lib.tools.sync_notebooks import sync
+from notebook_text import FRONT_MATTER
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
@@ -33,17 +34,7 @@ INTRO = """# Mini book
 A one-page book for testing the browser check.
 """
 
-DEMO = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+DEMO = FRONT_MATTER + """
 # Demo
 
 Each class is summarised by a prototype $c_k = \\frac{1}{K}\\sum_i f_\\theta(x_i)$, the mean of its

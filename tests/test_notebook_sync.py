@@ -6,23 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from notebook_text import FRONT_MATTER
 
 from metalearn_lib.tools.sync_notebooks import main, notebook_sources, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NOTEBOOK = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
+NOTEBOOK = FRONT_MATTER + """
 # A chapter
 
 ```{code-cell} ipython3
