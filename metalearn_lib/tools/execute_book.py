@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,8 @@ def schedule(paths: list[Path], times_file: Path) -> list[Path]:
 
 
 def execute_book(book_dir: Path, config: Path, toc: Path, jobs: int, cache_dir: Path,
-                 printer=print) -> dict[str, float]:
-    """Execute every notebook into ``cache_dir``; return name -> seconds. Raises RuntimeError on failures."""
+                 printer=print) -> None:
+    """Execute every notebook into ``cache_dir``. Raises RuntimeError if any failed."""
     import nbformat
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
@@ -124,25 +124,20 @@ def execute_book(book_dir: Path, config: Path, toc: Path, jobs: int, cache_dir: 
     times: dict[str, float] = {}
     failures: list[tuple[str, str]] = []
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pending: set[Future] = set()
-        queue = list(order)
-        while queue or pending:
-            while queue and len(pending) < jobs:
-                pending.add(pool.submit(execute_one, str(queue.pop(0)), extensions, timeout))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                path, text, seconds, error = future.result()
-                name = str(Path(path).relative_to(book_dir))
-                times[path] = round(seconds, 1)
-                if error is not None:
-                    failures.append((name, error))
-                    printer(f"{seconds:7.1f} s  {name}  FAILED")
-                    continue
-                cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(text, as_version=4), path,
-                                                          data={"execution_seconds": seconds}),
-                                            check_validity=False, overwrite=True)
-                printer(f"{seconds:7.1f} s  {name}")
+    with ProcessPoolExecutor(max_workers=jobs) as pool:  # its workers take the notebooks in this order
+        futures = [pool.submit(execute_one, str(path), extensions, timeout) for path in order]
+        for future in as_completed(futures):
+            path, text, seconds, error = future.result()
+            name = str(Path(path).relative_to(book_dir))
+            times[path] = round(seconds, 1)
+            if error is not None:
+                failures.append((name, error))
+                printer(f"{seconds:7.1f} s  {name}  FAILED")
+                continue
+            cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(text, as_version=4), path,
+                                                      data={"execution_seconds": seconds}),
+                                        check_validity=False, overwrite=True)
+            printer(f"{seconds:7.1f} s  {name}")
     times_file.write_text(json.dumps(times, indent=1) + "\n", encoding="utf-8")
     printer(f"{len(paths)} notebooks, {jobs} at a time: {time.perf_counter() - start:.0f} s "
             f"(their own times add up to {sum(times.values()):.0f} s)")
@@ -150,7 +145,6 @@ def execute_book(book_dir: Path, config: Path, toc: Path, jobs: int, cache_dir: 
         for name, error in failures:
             printer(f"\n{name} failed:\n{error}")
         raise RuntimeError(f"{len(failures)} notebook(s) failed: {', '.join(name for name, _ in failures)}")
-    return {str(Path(p).relative_to(book_dir)): s for p, s in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
