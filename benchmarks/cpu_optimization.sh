@@ -5,7 +5,7 @@
 # average before/after each run to benchmarks/results/cpu/load.txt.
 #
 #   METALEARN_DATA=/path/to/omniglot bash benchmarks/cpu_optimization.sh
-#   ONLY="sinusoid maml" bash benchmarks/cpu_optimization.sh      (a subset of: bench sinusoid maml)
+#   ONLY="sinusoid maml" bash benchmarks/cpu_optimization.sh      (a subset of: bench bench2 sinusoid maml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,7 +16,7 @@ RUNS=${RUNS_DIR:-/tmp/metalearn_cpu_optimization}
 # On a shared machine set OMP_NUM_THREADS=1: oversubscribed threads are 3x slower.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$RUNS"
-ONLY=${ONLY:-bench sinusoid maml}
+ONLY=${ONLY:-bench bench2 sinusoid maml}
 RUN_FLAGS=()
 # shellcheck source=benchmarks/_common.sh
 source benchmarks/_common.sh
@@ -27,6 +27,10 @@ source benchmarks/_common.sh
 # implementation let the machine's drift move the ratios to learn2learn by up to 20%.)
 # One thread: the bench compares implementations, not machines.
 want bench && OMP_NUM_THREADS=1 run bench_maml bench maml --device cpu --quick --paths --steps 20
+# Both cores for every implementation: ours runs the meta-batch's tasks side by side, one thread each
+# (MAML's task_threads; metalearn_lib-serial is our loop with torch's threads inside each operation, as
+# learn2learn and higher use them).
+want bench2 && OMP_NUM_THREADS=2 run bench_maml_2threads bench maml --device cpu --quick --paths --steps 20
 
 # MAML's sinusoid regression with the class's sinusoid defaults (the paper's tasks, network, α and
 # inner step, with Adam 3e-3 and a cosine decay for a short budget, meta-batches of 50 tasks run as

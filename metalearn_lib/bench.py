@@ -16,6 +16,9 @@ step's, as a fraction of how far those moved, in full float32; :func:`graph_diff
 no per-run peak is available). ``--quick`` shrinks meta-batches to 4 and times one step, for CPUs.
 On a CPU the implementations of a setting take turns, one step each, and report their median step
 (with ``rounds`` and the ``range`` of rates), so that the machine's drift does not favour one of them.
+Every implementation gets the same torch threads (``OMP_NUM_THREADS``, recorded as ``threads``): ours
+runs the tasks of a meta-batch side by side on them (``task_threads``, recorded per row), learn2learn
+and higher use them inside each operation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from metalearn_lib.algorithms.maml import MAML
 from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.models.conv4 import Conv4
+from metalearn_lib.task_threads import task_workers
 
 INNER_LR = 0.4
 
@@ -66,11 +70,12 @@ def make_tasks(setting: Setting, device: torch.device, seed: int = 0) -> tuple[t
     return tuple(x.to(device) for x in (xs, ys, xq, yq))
 
 
-def step_metalearn_lib(setting: Setting, net: Conv4, vectorize: bool | None) -> tuple[torch.nn.Module, Callable]:
+def step_metalearn_lib(setting: Setting, net: Conv4, vectorize: bool | None,
+                       task_threads: int | None = None) -> tuple[torch.nn.Module, Callable]:
     from metalearn_lib.episodes import Episode
 
     algo = MAML(ways=setting.ways, net=net, inner_lr=INNER_LR, inner_steps=setting.steps,
-                first_order=setting.first_order, vectorize=vectorize)
+                first_order=setting.first_order, vectorize=vectorize, task_threads=task_threads)
 
     def step(xs, ys, xq, yq):
         algo.train_step(Episode(xs, ys, xq, yq, setting.ways, setting.shots, 1))
@@ -118,6 +123,10 @@ def step_higher(setting: Setting, net: Conv4) -> tuple[torch.nn.Module, Callable
 #: replayed (:class:`metalearn_lib.graphs.GraphedTrainStep`, ``train --cuda-graph``); ``-graph-loop``
 #: (CUDA, with ``--paths``) records the loop over tasks instead: no launch overhead, no grouped convolutions.
 PATH_IMPLS = {"metalearn_lib-loop": False, "metalearn_lib-vmap": True}
+#: On a CPU with more than one torch thread, ``-serial`` is our loop with one task at a time
+#: (``task_threads=1``: PyTorch's threads work inside each operation, as they do for learn2learn and
+#: higher); plain ``metalearn_lib`` runs the tasks side by side, one thread each.
+SERIAL_IMPL = "metalearn_lib-serial"
 GRAPH_IMPL = "metalearn_lib-graph"
 GRAPH_IMPLS = {GRAPH_IMPL: None, "metalearn_lib-graph-loop": False}   # name -> MAML's vectorize
 
@@ -190,7 +199,8 @@ def prepare(impl: str, setting: Setting, device: torch.device,
     torch.manual_seed(0)
     net = Conv4(1, out_features=setting.ways, bn="batch").to(device)
     if impl.startswith("metalearn_lib"):
-        module, step = step_metalearn_lib(setting, net, PATH_IMPLS.get(impl, vectorize))
+        module, step = step_metalearn_lib(setting, net, PATH_IMPLS.get(impl, vectorize),
+                                          task_threads=1 if impl == SERIAL_IMPL else None)
     elif impl == "learn2learn":
         module, step = step_learn2learn(setting, net)
     else:
@@ -271,7 +281,10 @@ def run_interleaved(impls: list[str], setting: Setting, device: torch.device, ro
                "peak_mib": None, "device": str(device), "rounds": rounds,
                "range": [round(min(rate), 2), round(max(rate), 2)]}
         if impl.startswith("metalearn_lib"):
-            row["vectorize"] = prepared[impl][0]._use_vmap(device)
+            algo = prepared[impl][0]
+            row["vectorize"] = algo._use_vmap(device)
+            row["task_threads"] = 1 if row["vectorize"] else task_workers(algo.task_threads, setting.meta_batch,
+                                                                           device, algo.net)
         rows.append(row)
     return rows
 
@@ -281,7 +294,9 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     """Run every implementation on every setting; print and return one dict per run.
 
     ``paths=True`` adds our implementation with the path the class would *not* choose on this device
-    (the loop on CUDA, vmap on a CPU), the measurement behind ``MAML(vectorize=None)``'s choice.
+    (the loop on CUDA, vmap on a CPU), the measurement behind ``MAML(vectorize=None)``'s choice, and on
+    a CPU with several torch threads our loop with one task at a time (``metalearn_lib-serial``), the
+    measurement behind ``task_threads``.
 
     On a CPU the implementations take turns, one step each, for ``timed_steps`` rounds, and each reports
     its median step (:func:`run_interleaved`). On a GPU each runs ``timed_steps`` steps on its own, so
@@ -292,6 +307,8 @@ def bench_maml(device: torch.device, quick: bool = False, timed_steps: int | Non
     impls = ["metalearn_lib", "learn2learn", "higher"]
     if paths:
         impls.insert(1, "metalearn_lib-loop" if device.type == "cuda" else "metalearn_lib-vmap")
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            impls.insert(1, SERIAL_IMPL)
     if device.type == "cuda":  # a CUDA graph saves launches, which a CPU does not make
         impls[:0] = list(GRAPH_IMPLS) if paths else [GRAPH_IMPL]
     settings = [copy.copy(s) for s in SETTINGS]

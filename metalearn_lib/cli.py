@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               printer=lambda line: print(line, flush=True), paths=args.paths)
             out = {"command": "bench", "algorithm": args.algorithm, "quick": args.quick, "device": str(device),
                    "device_name": device_name(device), "cudnn_benchmark": args.cudnn_benchmark,
-                   "torch": torch.__version__, "results": rows}
+                   "torch": torch.__version__, "threads": torch.get_num_threads(), "results": rows}
         else:
             out = cmd_train(args) if args.command == "train" else cmd_evaluate(args)
         out["wall_seconds"] = round(time.perf_counter() - started, 1)

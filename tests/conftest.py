@@ -16,6 +16,18 @@ def pytest_configure(config):
         os.environ["METALEARN_DATA"] = str(SHARED)
 
 
+@pytest.fixture
+def one_thread():
+    """PyTorch on one thread for the test (small convolutions on a shared 2-core machine: a second
+    thread mostly waits), the caller's count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = os.environ.get("METALEARN_DATA")

@@ -39,6 +39,20 @@ def test_interleaved_rows_on_cpu(monkeypatch):
     assert by_impl["metalearn_lib"]["vectorize"] is False   # the loop on a CPU
 
 
+def test_cpu_rows_record_task_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        setting = Setting(ways=2, shots=1, meta_batch=2, steps=1, first_order=True)
+        rows = run_interleaved(["metalearn_lib", bench.SERIAL_IMPL], setting, torch.device("cpu"), rounds=1)
+    finally:
+        torch.set_num_threads(threads)
+    # two tasks at once on two torch threads; -serial runs them one by one with the threads in each operation
+    assert {row["impl"]: row["task_threads"] for row in rows} == {"metalearn_lib": 2, bench.SERIAL_IMPL: 1}
+
+
 @pytest.mark.parametrize("rounds", [0])
 def test_no_rounds_is_an_error(rounds):
     with pytest.raises(ValueError, match="at least one"):
@@ -67,3 +81,4 @@ def test_cli_bench_sets_and_records_cudnn_benchmark(monkeypatch, capsys, flag):
         torch.backends.cudnn.benchmark = before
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert seen["benchmark"] is flag and out["cudnn_benchmark"] is flag
+    assert out["threads"] == torch.get_num_threads()   # what every implementation was given

@@ -253,15 +253,6 @@ def lake_trainval(data_root):
     return omniglot("lake", "trainval", rotations=True)
 
 
-@pytest.fixture
-def one_thread():
-    # small convolutions on a shared 2-core machine: a second thread mostly waits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name, options, ways, queries, steps, threshold", [
     ("protonet", {}, 10, 5, 80, 0.60),                      # measured 76% (seeded)
     ("protonet", {"symmetric": True}, 10, 5, 80, 0.60),     # measured 73%

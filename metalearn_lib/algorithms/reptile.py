@@ -20,7 +20,8 @@ cosine schedule rather than a linear one, and the test-time steps use the whole 
 
 Like MAML, the default backbone is ``Conv4(out_features=ways, bn="batch")`` (transductive batch
 statistics). Meta-batch over tasks: a Python loop or ``torch.func.vmap`` (``vectorize``: None picks
-vmap on CUDA, the loop on CPU).
+vmap on CUDA, the loop on CPU; on a CPU the loop runs its tasks side by side on
+threads, ``task_threads``, as MAML's does).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from metalearn_lib.algorithms.base import FewShotAlgorithm, accuracy
 from metalearn_lib.algorithms.maml import (LossFn, Params, _task_tensors, check_head_ways, inner_gradients,
                                           sinusoid_mlp)
 from metalearn_lib.models.conv4 import Conv4
+from metalearn_lib.task_threads import check_task_threads, map_tasks, task_workers
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
@@ -88,6 +90,8 @@ class Reptile(FewShotAlgorithm):
         inner_optimizer: ``"adam"`` (β1 = 0, as in the paper) or ``"sgd"``.
         problem: ``"classification"`` or ``"regression"``.
         vectorize: vmap over tasks (True), a loop (False), or None (vmap on CUDA, loop on CPU).
+        task_threads: on the loop path on a CPU, how many tasks run at once, one thread and one core
+            each (:mod:`metalearn_lib.task_threads`); None: ``torch.get_num_threads()``; 1: one by one.
     """
 
     name = "reptile"
@@ -100,8 +104,9 @@ class Reptile(FewShotAlgorithm):
     def __init__(self, in_channels: int = 1, image_size: int = 28, ways: int = 5, net: nn.Module | None = None,
                  inner_lr: float = 1e-3, inner_steps: int = 5, test_inner_steps: int = 50,
                  inner_batch: int | None = 10, inner_optimizer: str = "adam", problem: str = "classification",
-                 vectorize: bool | None = None, **_: Any) -> None:
+                 vectorize: bool | None = None, task_threads: int | None = None, **_: Any) -> None:
         super().__init__()
+        check_task_threads(task_threads)
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
         if problem not in ("classification", "regression"):
@@ -113,10 +118,11 @@ class Reptile(FewShotAlgorithm):
             raise ValueError(f"inner_batch must be positive or None (whole support set), got {inner_batch}")
         self.save_config(in_channels=in_channels, image_size=image_size, ways=ways, inner_lr=inner_lr,
                          inner_steps=inner_steps, test_inner_steps=test_inner_steps, inner_batch=inner_batch,
-                         inner_optimizer=inner_optimizer, problem=problem, vectorize=vectorize)
+                         inner_optimizer=inner_optimizer, problem=problem, vectorize=vectorize,
+                         task_threads=task_threads)
         self.ways, self.problem, self.inner_lr = ways, problem, float(inner_lr)
         self.inner_steps, self.test_inner_steps, self.inner_batch = inner_steps, test_inner_steps, inner_batch
-        self.inner_optimizer, self.vectorize = inner_optimizer, vectorize
+        self.inner_optimizer, self.vectorize, self.task_threads = inner_optimizer, vectorize, task_threads
         self.net = net if net is not None else (sinusoid_mlp() if problem == "regression" else
                                                 Conv4(in_channels, out_features=ways, bn="batch", image_size=image_size))
         self.loss_fn: LossFn = F.mse_loss if problem == "regression" else F.cross_entropy
@@ -125,9 +131,12 @@ class Reptile(FewShotAlgorithm):
         """Plain SGD: with ``.grad`` = θ − mean θ', a step of size ε is Reptile's outer update."""
         return torch.optim.SGD(self.parameters(), lr=lr)
 
-    def _adapt(self, xs: Tensor, ys: Tensor, steps: int, batch_size: int | None, functional: bool = False) -> Params:
-        return inner_train(self.net, dict(self.net.named_parameters()), xs, ys, self.loss_fn, steps, self.inner_lr,
-                           batch_size=batch_size, optimizer=self.inner_optimizer, functional=functional)
+    def _adapt(self, xs: Tensor, ys: Tensor, steps: int, batch_size: int | None, functional: bool = False,
+               net: nn.Module | None = None) -> Params:
+        """θ' for one task; ``net`` runs θ's tensors (a replica, on a task thread), default ``self.net``."""
+        return inner_train(self.net if net is None else net, dict(self.net.named_parameters()), xs, ys,
+                           self.loss_fn, steps, self.inner_lr, batch_size=batch_size, optimizer=self.inner_optimizer,
+                           functional=functional)
 
     def train_step(self, batch: Any) -> dict[str, float]:
         xs, ys, xq, yq = _task_tensors(batch)
@@ -138,18 +147,21 @@ class Reptile(FewShotAlgorithm):
         ys = torch.stack([ys[i][order[i]] for i in range(tasks)])
         use_vmap = xs.device.type == "cuda" if self.vectorize is None else bool(self.vectorize)
 
-        def task(a: Tensor, b: Tensor, c: Tensor, functional: bool) -> tuple[Params, Tensor]:
-            fast = self._adapt(a, b, self.inner_steps, self.inner_batch, functional=functional)
+        def task(a: Tensor, b: Tensor, c: Tensor, functional: bool,
+                 net: nn.Module | None = None) -> tuple[Params, Tensor]:
+            fast = self._adapt(a, b, self.inner_steps, self.inner_batch, functional=functional, net=net)
             with torch.no_grad():
-                return fast, functional_call(self.net, fast, (c,))
+                return fast, functional_call(self.net if net is None else net, fast, (c,))
 
         if use_vmap:
             finals, outs = torch.func.vmap(lambda a, b, c: task(a, b, c, True))(xs, ys, xq)
             mean = {k: v.mean(0) for k, v in finals.items()}
         else:
+            # the tasks side by side on CPU threads, one core each (metalearn_lib/task_threads.py)
+            workers = task_workers(self.task_threads, tasks, xs.device, self.net)
+            results = map_tasks(lambda i, net: task(xs[i], ys[i], xq[i], False, net), tasks, self.net, workers)
             mean, outs_list = None, []
-            for i in range(tasks):
-                fast, out = task(xs[i], ys[i], xq[i], False)
+            for fast, out in results:  # summed in task order, whichever thread finished first
                 mean = fast if mean is None else {k: mean[k] + fast[k] for k in mean}
                 outs_list.append(out)
             mean = {k: v / tasks for k, v in mean.items()}

@@ -78,8 +78,10 @@ def render_bench(results_dir: Path) -> list[str]:
         rounds = next((r["rounds"] for r in rows if "rounds" in r), None)
         turns = (f" The implementations took turns, one step each, for {rounds} rounds: the median step, with the "
                  "slowest and fastest in brackets." if rounds else "")
+        threads = f", {run['threads']} torch thread{'s' if run['threads'] > 1 else ''}" \
+            if run.get("device") == "cpu" and "threads" in run else ""
         lines += ["", f"MAML meta-training throughput (`python -m metalearn_lib bench maml`), {run.get('device_name', '')} "
-                  f"(torch {run.get('torch', '?')}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
+                  f"(torch {run.get('torch', '?')}{threads}): tasks per second and peak GPU memory; same Conv-4, same tasks, "
                   "one process" + ("; cuDNN's autotuner on (`--cudnn-benchmark`) for every implementation"
                                    if run.get("cudnn_benchmark") else "")
                   + f" ({stem}.json). *× l2l*: speed relative to learn2learn." + turns, "",
