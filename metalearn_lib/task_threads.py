@@ -16,6 +16,11 @@ How, and why it stays exact:
   made once and kept), and is given every parameter explicitly, so the replica's own copies never count.
   Modules with buffers (BatchNorm running statistics) are refused: the replica's buffers would be stale,
   and two threads would update the original's at once (:func:`can_share`).
+- Some of PyTorch's settings belong to the thread that makes them, and a worker would not see them:
+  autocast, and saved-tensor hooks (``torch.autograd.graph.saved_tensors_hooks``, ``save_on_cpu``,
+  memory meters built on them, as in chapter 8). While the caller has either on, its tasks run one by
+  one on its own thread (:func:`caller_settings_stay_behind`). Grad mode is also per thread; threads
+  are used only with it on, which is how a new thread starts.
 - Each worker sets ``torch.set_num_threads(1)`` for itself (OpenMP's thread count is per thread); the
   caller's count is restored afterwards.
 - Each task returns its gradients (``torch.autograd.grad``) instead of adding into ``.grad``; they are
@@ -52,10 +57,24 @@ def can_share(module: nn.Module) -> bool:
     return not any(True for _ in module.buffers())
 
 
+def caller_settings_stay_behind() -> bool:
+    """Whether the calling thread has settings that a worker thread would not inherit: autocast or
+    saved-tensor hooks (or this PyTorch cannot say whether hooks are set)."""
+    try:
+        if torch.is_autocast_enabled("cpu"):
+            return True
+    except TypeError:  # torch < 2.4 takes no device type
+        if torch.is_autocast_cpu_enabled():
+            return True
+    top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top_hooks is None or top_hooks(False) is not None
+
+
 def task_workers(requested: int | None, tasks: int, device: torch.device, module: nn.Module) -> int:
-    """How many threads run ``tasks`` tasks: 1 off the CPU or for a module with buffers; else
-    ``requested``, or PyTorch's thread count when None, at most one per task."""
-    if device.type != "cpu" or tasks < 2 or not can_share(module):
+    """How many threads run ``tasks`` tasks: 1 off the CPU, for a module with buffers, or while the
+    caller has per-thread settings on (:func:`caller_settings_stay_behind`); else ``requested``, or
+    PyTorch's thread count when None, at most one per task."""
+    if device.type != "cpu" or tasks < 2 or not can_share(module) or caller_settings_stay_behind():
         return 1
     wanted = torch.get_num_threads() if requested is None else requested
     return max(1, min(wanted, tasks))

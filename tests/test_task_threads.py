@@ -87,6 +87,25 @@ def test_nets_with_buffers_and_other_devices_run_one_task_at_a_time():
     assert set(metrics) == {"loss", "accuracy"}
 
 
+def test_per_thread_settings_keep_the_tasks_on_the_callers_thread():
+    net, cpu = Conv4(1, out_features=3, bn="batch", image_size=16), torch.device("cpu")
+    assert task_workers(2, 4, cpu, net) == 2
+    packed = []
+
+    def pack(t):
+        packed.append(threading.get_ident())
+        return t
+
+    # saved-tensor hooks (memory meters, save_on_cpu) and autocast belong to the thread that sets them
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        assert task_workers(2, 4, cpu, net) == 1
+        MAML(ways=3, image_size=16, net=net, task_threads=2).train_step(random_batch())
+    assert packed and set(packed) == {threading.get_ident()}   # every task's tensors went through the hooks
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert task_workers(2, 4, cpu, net) == 1
+    assert task_workers(2, 4, cpu, net) == 2
+
+
 def test_running_tasks_never_share_a_module():
     module = torch.nn.Linear(2, 2)
     holders: dict[int, int] = {}
