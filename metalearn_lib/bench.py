@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from metalearn_lib.algorithms.maml import MAML
 from metalearn_lib.allocator import keep_freed_memory
 from metalearn_lib.models.conv4 import Conv4
-from metalearn_lib.task_threads import task_workers
 
 INNER_LR = 0.4
 
@@ -283,8 +282,7 @@ def run_interleaved(impls: list[str], setting: Setting, device: torch.device, ro
         if impl.startswith("metalearn_lib"):
             algo = prepared[impl][0]
             row["vectorize"] = algo._use_vmap(device)
-            row["task_threads"] = 1 if row["vectorize"] else task_workers(algo.task_threads, setting.meta_batch,
-                                                                           device, algo.net)
+            row["task_threads"] = algo.training_task_threads(setting.meta_batch, device)
         rows.append(row)
     return rows
 

@@ -505,10 +505,9 @@ class MAML(FewShotAlgorithm):
         xs, ys, xq, yq = _task_tensors(batch)
         path = self._path(xs.device, vectorize)
         tasks = xs.shape[0]
-        if path == "loop" and backward and torch.is_grad_enabled():
-            workers = task_workers(self.task_threads, tasks, xs.device, self.net)
-            if workers > 1:
-                return self._threaded_meta_loss(xs, ys, xq, yq, workers)
+        workers = self.training_task_threads(tasks, xs.device, path) if backward else 1
+        if workers > 1:
+            return self._threaded_meta_loss(xs, ys, xq, yq, workers)
         if path == "loop":
             losses, outs = [], []
             for i in range(tasks):
@@ -533,6 +532,13 @@ class MAML(FewShotAlgorithm):
         if backward:
             loss.backward()
         return loss.detach() if backward else loss, outs.detach()
+
+    def training_task_threads(self, tasks: int, device: torch.device, path: str | None = None) -> int:
+        """How many tasks of a ``tasks``-task meta-batch a training step runs at once on CPU threads
+        (1 off the loop path, or with grad mode off); ``path`` defaults to the algorithm's own choice."""
+        if (path or self._path(device)) != "loop" or not torch.is_grad_enabled():
+            return 1
+        return task_workers(self.task_threads, tasks, device, self.net)
 
     def _threaded_meta_loss(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
                             workers: int) -> tuple[Tensor, Tensor]:

@@ -147,14 +147,13 @@ class Reptile(FewShotAlgorithm):
         ys = torch.stack([ys[i][order[i]] for i in range(tasks)])
         use_vmap = xs.device.type == "cuda" if self.vectorize is None else bool(self.vectorize)
 
-        def task(a: Tensor, b: Tensor, c: Tensor, functional: bool,
-                 net: nn.Module | None = None) -> tuple[Params, Tensor]:
+        def task(a: Tensor, b: Tensor, c: Tensor, functional: bool, net: nn.Module) -> tuple[Params, Tensor]:
             fast = self._adapt(a, b, self.inner_steps, self.inner_batch, functional=functional, net=net)
             with torch.no_grad():
-                return fast, functional_call(self.net if net is None else net, fast, (c,))
+                return fast, functional_call(net, fast, (c,))
 
         if use_vmap:
-            finals, outs = torch.func.vmap(lambda a, b, c: task(a, b, c, True))(xs, ys, xq)
+            finals, outs = torch.func.vmap(lambda a, b, c: task(a, b, c, True, self.net))(xs, ys, xq)
             mean = {k: v.mean(0) for k, v in finals.items()}
         else:
             # the tasks side by side on CPU threads, one core each (metalearn_lib/task_threads.py)
